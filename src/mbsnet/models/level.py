@@ -1,4 +1,4 @@
-"""Level normalization: every model sees its input at unit RMS and returns audio at the input's level."""
+"""Level normalization: models see their input at unit RMS and return audio at its own level."""
 
 from __future__ import annotations
 

@@ -1,0 +1,78 @@
+"""Model registry: architectures, presets and their declared parameter budgets."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import nn
+
+from mbsnet.models.bsrnn import BSRNN, BSRNNConfig
+from mbsnet.models.mbsnet import MBSNet, MBSNetConfig
+
+ARCHS: dict[str, tuple[type[nn.Module], type]] = {
+    MBSNet.ARCH: (MBSNet, MBSNetConfig),
+    BSRNN.ARCH: (BSRNN, BSRNNConfig),
+}
+
+PRESETS: dict[str, MBSNetConfig] = {
+    "tiny": MBSNetConfig(d_model=32, n_layers=4, headdim=16, mask_hidden=16),
+    "base": MBSNetConfig(d_model=64, n_layers=4, headdim=16, mask_hidden=32),
+}
+DEFAULT_PRESET = "base"
+
+PARAM_BUDGETS: dict[str, int] = {"tiny": 500_000, "base": 2_300_000}
+"""Declared ceilings (targets, not measurements): tests assert every preset stays within its own."""
+
+DECODER_SHARE_LIMIT = 0.25
+"""The mask decoder may hold at most this fraction of an MBS-Net's parameters."""
+
+
+def preset_config(name: str) -> MBSNetConfig:
+    """The MBS-Net configuration of a named preset."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
+
+
+def create_model(arch: str, config: Any = None) -> nn.Module:
+    """Build a model from its registry name and a config dataclass or plain dict.
+
+    Raises ValueError for an unknown arch or config fields the arch does not have.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    model_cls, config_cls = ARCHS[arch]
+    if config is None:
+        config = config_cls()
+    elif isinstance(config, dict):
+        known = {field.name for field in dataclasses.fields(config_cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"config fields not in {arch}: {', '.join(unknown)}")
+        config = config_cls(**config)
+    elif not isinstance(config, config_cls):
+        raise ValueError(f"{arch} needs a {config_cls.__name__}, got {type(config).__name__}")
+    return model_cls(config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of scalar parameters in a module tree (shared parameters counted once)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "ARCHS",
+    "BSRNN",
+    "DECODER_SHARE_LIMIT",
+    "DEFAULT_PRESET",
+    "PARAM_BUDGETS",
+    "PRESETS",
+    "BSRNNConfig",
+    "MBSNet",
+    "MBSNetConfig",
+    "count_parameters",
+    "create_model",
+    "preset_config",
+]

@@ -1,0 +1,245 @@
+"""Mamba-2 layer whose parameters match `mamba_ssm.Mamba2`, running on the pure-PyTorch SSD scan.
+
+The state dict (names, shapes, meaning) is that of `mamba_ssm.modules.mamba2.Mamba2` with
+`rmsnorm=True`, no biases, `D_has_hdim=False` and no learnable initial states, so checkpoints move
+between this module and upstream. On CUDA the same parameters can instead be fed to mamba_ssm's
+fused Triton kernel; the environment variable MBSNET_SSM_KERNEL picks the path:
+
+- `auto` (default): the fused kernel for CUDA inputs when `mamba_ssm` (and `causal_conv1d`)
+  import, the PyTorch path otherwise;
+- `torch`: always the PyTorch path;
+- `mamba_ssm`: the fused kernel for CUDA inputs, and an error if it does not import.
+
+CPU inputs, tracing and ONNX export always take the PyTorch path. `mamba_ssm` is imported lazily,
+at the first CUDA forward, never when this module is imported (it fails on CPU-only machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mbsnet.models.ssd import DEFAULT_CHUNK_SIZE, ssd_scan
+
+KERNEL_ENV = "MBSNET_SSM_KERNEL"
+KERNEL_CHOICES = ("auto", "torch", "mamba_ssm")
+# The chunk size handed to the fused kernel: mamba_ssm's own default, which its Triton kernels are
+# tuned for. The chunk size changes speed only (results agree to rounding), so the CPU-tuned
+# `chunk_size` of the PyTorch path is not reused there.
+FUSED_CHUNK_SIZE = 256
+
+
+@functools.cache
+def _import_fused_kernel() -> tuple[Callable[..., Tensor] | None, str]:
+    """(mamba_ssm's fused Mamba-2 kernel, "") if it imports, else (None, the reason). Cached."""
+    try:
+        # mamba_ssm imports without causal_conv1d but then fails inside the fused kernel.
+        import causal_conv1d  # noqa: F401
+        from mamba_ssm.ops.triton.ssd_combined import mamba_split_conv1d_scan_combined
+    except Exception as exc:  # ImportError, but also triton/CUDA errors raised at import
+        return None, f"{type(exc).__name__}: {exc}"
+    return mamba_split_conv1d_scan_combined, ""
+
+
+def kernel_setting() -> str:
+    """The validated value of MBSNET_SSM_KERNEL (default "auto")."""
+    setting = os.environ.get(KERNEL_ENV, "auto").strip().lower() or "auto"
+    if setting not in KERNEL_CHOICES:
+        raise ValueError(f"{KERNEL_ENV}={setting!r}; choose one of {', '.join(KERNEL_CHOICES)}")
+    return setting
+
+
+def resolve_kernel(device: torch.device | str) -> str:
+    """Which implementation a forward on `device` uses: "torch" or "mamba_ssm".
+
+    Raises RuntimeError when MBSNET_SSM_KERNEL=mamba_ssm asks for the fused kernel on a CUDA
+    device and it cannot be imported.
+    """
+    setting = kernel_setting()
+    if setting == "torch" or torch.device(device).type != "cuda":
+        return "torch"
+    kernel, why = _import_fused_kernel()
+    if kernel is not None:
+        return "mamba_ssm"
+    if setting == "mamba_ssm":
+        raise RuntimeError(
+            f"{KERNEL_ENV}=mamba_ssm but mamba_ssm's fused kernel does not import ({why}). "
+            "Install it on the CUDA machine with `pip install mamba-ssm causal-conv1d "
+            f"--no-build-isolation`, or set {KERNEL_ENV}=torch (or auto) for the PyTorch path."
+        )
+    return "torch"
+
+
+def _exporting() -> bool:
+    """True while tracing or exporting, where only the PyTorch path can be recorded."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def _scan_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the scan runs in: float32 for half types (its exps and long sums need it)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context that turns autocast off on `device` if it is on (else does nothing)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _init_dt_bias(nheads: int, dt_min: float, dt_max: float, dt_floor: float) -> Tensor:
+    """dt_bias = softplus⁻¹(dt) with dt log-uniform in [dt_min, dt_max], floored. Shape: (h,)."""
+    log_dt = torch.rand(nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+    dt = torch.exp(log_dt).clamp(min=dt_floor)
+    # softplus(y) = dt  <=>  y = dt + log(1 - exp(-dt)), written with expm1 for small dt
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+class RMSNormGated(nn.Module):
+    """RMSNorm of y·silu(z) over groups of `group_size` channels, times a learned weight.
+
+    This is mamba_ssm's RMSNormGated with norm_before_gate=False (gate first, then normalize).
+
+    Shape: y (..., d), z (..., d) -> (..., d).
+    """
+
+    def __init__(self, d: int, group_size: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.group_size = group_size
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        # reshape with traced sizes, not unflatten/flatten: those bake sizes into an ONNX trace
+        gated = (y * F.silu(z)).reshape(*y.shape[:-1], -1, self.group_size)
+        normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.reshape(y.shape) * self.weight.to(normed.dtype)
+
+
+class Mamba2(nn.Module):
+    """Mamba-2 mixer: in_proj, causal depthwise conv, SSD scan + D skip, gated RMSNorm, out_proj.
+
+    Parameters (exactly these, with mamba_ssm's names and shapes): in_proj.weight, conv1d.weight,
+    conv1d.bias, dt_bias, A_log, D, norm.weight, out_proj.weight.
+
+    Shape: u (B, L, d_model) -> (B, L, d_model). Causal along L; a bidirectional model runs a
+    second instance on the time-reversed input itself.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        headdim: int = 32,
+        ngroups: int = 1,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.headdim, self.ngroups, self.chunk_size = headdim, ngroups, chunk_size
+        self.d_inner = expand * d_model
+        if self.d_inner % headdim:
+            raise ValueError(f"expand*d_model={self.d_inner} is not a multiple of {headdim=}")
+        self.nheads = self.d_inner // headdim
+        if self.nheads % ngroups:
+            raise ValueError(f"nheads={self.nheads} is not a multiple of {ngroups=}")
+        self.conv_dim = self.d_inner + 2 * ngroups * d_state
+        d_in_proj = self.d_inner + self.conv_dim + self.nheads
+
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=False)
+        self.conv1d = nn.Conv1d(
+            self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1
+        )
+        self.dt_bias = nn.Parameter(_init_dt_bias(self.nheads, dt_min, dt_max, dt_init_floor))
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(1.0, 16.0)))
+        self.D = nn.Parameter(torch.ones(self.nheads))
+        for param in (self.dt_bias, self.A_log, self.D):
+            param._no_weight_decay = True  # read by optimizers' param-group builders
+        self.norm = RMSNormGated(self.d_inner, group_size=self.d_inner // ngroups, eps=1e-5)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def forward(self, u: Tensor) -> Tensor:
+        if not _exporting() and resolve_kernel(u.device) == "mamba_ssm":
+            return self._fused_forward(u)
+        zxbcdt = self.in_proj(u)
+        z, xbc, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+        xbc = self._causal_conv(xbc)
+        groups_width = self.ngroups * self.d_state
+        x, B, C = torch.split(xbc, [self.d_inner, groups_width, groups_width], dim=-1)
+        y = self._ssm(x, dt, B, C)
+        # Gate and norm in the scan's precision; back to the projection's dtype for out_proj.
+        y = self.norm(y, z.to(y.dtype)).to(z.dtype)
+        return self.out_proj(y)
+
+    def _causal_conv(self, xbc: Tensor) -> Tensor:
+        """Depthwise causal conv (pad both sides, keep the first L outputs), then SiLU.
+
+        Shape: (B, L, conv_dim) -> (B, L, conv_dim).
+        """
+        length = xbc.shape[1]
+        out = self.conv1d(xbc.transpose(1, 2))[..., :length]
+        return F.silu(out.transpose(1, 2))
+
+    def _ssm(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor) -> Tensor:
+        """Selective state space: softplus(dt + dt_bias), A = -exp(A_log), scan, plus D·x.
+
+        Runs in float32 (or float64) with autocast off, whatever the caller's precision.
+
+        Shape: x (B, L, d_inner), dt (B, L, nheads), B and C (B, L, ngroups·d_state)
+        -> (B, L, d_inner).
+        """
+        dtype = _scan_dtype(x.dtype)
+        # sizes read from the tensor (not unflatten) so that ONNX traces keep B and L dynamic
+        batch, length = x.shape[0], x.shape[1]
+        heads = (batch, length, self.nheads, self.headdim)
+        groups = (batch, length, self.ngroups, self.d_state)
+        with _autocast_off(x.device):
+            x = x.to(dtype).reshape(heads)
+            dt = F.softplus(dt.to(dtype) + self.dt_bias.to(dtype))
+            A = -torch.exp(self.A_log.to(dtype))
+            B, C = B.to(dtype).reshape(groups), C.to(dtype).reshape(groups)
+            y = ssd_scan(x, dt, A, B, C, chunk_size=self.chunk_size)
+            y = y + x * self.D.to(dtype).unsqueeze(-1)
+        return y.reshape(batch, length, self.d_inner)
+
+    def _fused_forward(self, u: Tensor) -> Tensor:
+        """The whole layer after in_proj in mamba_ssm's fused kernel, on this module's parameters.
+
+        The call mirrors what mamba_ssm 2.x's own Mamba2 passes on its memory-efficient path
+        (`mamba_split_conv1d_scan_combined`, keyword names from its signature). Only exercised
+        on a CUDA machine with mamba_ssm installed; CPU tests cover the switch, not this call.
+
+        Shape: u (B, L, d_model) -> (B, L, d_model).
+        """
+        kernel, _ = _import_fused_kernel()
+        assert kernel is not None  # resolve_kernel chose this path only if it imported
+        return kernel(
+            self.in_proj(u),
+            self.conv1d.weight.squeeze(1),  # (conv_dim, 1, d_conv) -> (conv_dim, d_conv)
+            self.conv1d.bias,
+            self.dt_bias,
+            -torch.exp(self.A_log.float()),
+            D=self.D,
+            chunk_size=FUSED_CHUNK_SIZE,
+            seq_idx=None,
+            activation="silu",
+            rmsnorm_weight=self.norm.weight,
+            rmsnorm_eps=self.norm.eps,
+            outproj_weight=self.out_proj.weight,
+            outproj_bias=None,
+            headdim=self.headdim,
+            ngroups=self.ngroups,
+            norm_before_gate=False,
+        )

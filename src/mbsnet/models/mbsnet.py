@@ -1,0 +1,123 @@
+"""MBS-Net: band split, Mamba-2 over time within each band, an MLP mixer across bands, light mask.
+
+Layout inside the encoder is (B, K, T, D): the time layer sees (B*K, T, D) as a free view and
+the band mixer is one matmul over the K axis, so no block transposes its activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit, BandToBins
+from mbsnet.models.mamba2 import Mamba2
+from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer
+
+
+@dataclass(frozen=True)
+class MBSNetConfig:
+    """Hyper-parameters of MBS-Net (all primitives, stored verbatim in checkpoints)."""
+
+    n_fft: int = 512
+    hop: int = 128
+    d_model: int = 64
+    n_layers: int = 4
+    bidirectional: bool = True
+    d_state: int = 16
+    headdim: int = 16
+    expand: int = 2
+    d_conv: int = 4
+    chunk_size: int = 16
+    mixer_hidden: int = 64
+    mask_hidden: int = 32
+
+
+class BandMixer(nn.Module):
+    """Cross-band mixing: a two-layer MLP along the band axis, shared by all channels and frames.
+
+    Shape: (B, K, T, D) -> (B, K, T, D) (the residual is added by the caller).
+    """
+
+    def __init__(self, n_bands: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(n_bands, hidden)
+        self.fc2 = nn.Linear(hidden, n_bands)
+        self.act = nn.GELU()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, k, t, d = h.shape
+        flat = h.reshape(b, k, t * d)
+        mixed = torch.matmul(self.fc1.weight, flat) + self.fc1.bias[:, None]
+        mixed = torch.matmul(self.fc2.weight, self.act(mixed)) + self.fc2.bias[:, None]
+        return mixed.view(b, k, t, d)
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm residual block: Mamba-2 along time (optionally both directions), then BandMixer."""
+
+    def __init__(self, config: MBSNetConfig, n_bands: int) -> None:
+        super().__init__()
+        d = config.d_model
+        mamba_args = dict(
+            d_state=config.d_state,
+            d_conv=config.d_conv,
+            expand=config.expand,
+            headdim=config.headdim,
+            chunk_size=config.chunk_size,
+        )
+        self.time_norm = nn.LayerNorm(d)
+        self.time_forward = Mamba2(d, **mamba_args)
+        self.time_backward = Mamba2(d, **mamba_args) if config.bidirectional else None
+        self.band_norm = nn.LayerNorm(d)
+        self.band_mixer = BandMixer(n_bands, config.mixer_hidden)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, k, t, d = h.shape
+        z = self.time_norm(h).view(b * k, t, d)
+        y = self.time_forward(z)
+        if self.time_backward is not None:
+            y = y + self.time_backward(z.flip(1)).flip(1)
+        h = h + y.view(b, k, t, d)
+        return h + self.band_mixer(self.band_norm(h))
+
+
+class MaskDecoder(nn.Module):
+    """Light decoder: a shared bottleneck, then a per-band linear map to each bin's 3-tap mask.
+
+    Shape: (B, K, T, D) -> mask (B, 3, 2, F, T).
+    """
+
+    def __init__(self, layout: BandLayout, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.bottleneck = nn.Linear(d_model, hidden)
+        self.act = nn.GELU()
+        self.to_bins = BandToBins(layout, hidden, MASK_TAPS * 2)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        per_bin = self.to_bins(self.act(self.bottleneck(self.norm(h))))  # (B, 6, F, T)
+        return per_bin.unflatten(1, (MASK_TAPS, 2))
+
+
+class MBSNet(MaskingEnhancer):
+    """Mamba band-split network for 16 kHz speech enhancement."""
+
+    ARCH = "mbsnet"
+
+    def __init__(self, config: MBSNetConfig | None = None) -> None:
+        config = config or MBSNetConfig()
+        super().__init__(config)
+        layout = BandLayout(BAND_WIDTHS_16K, self.stft.n_bins)
+        self.band_split = BandSplit(layout, config.d_model)
+        self.encoder = nn.ModuleList(
+            EncoderBlock(config, layout.n_bands) for _ in range(config.n_layers)
+        )
+        self.decoder = MaskDecoder(layout, config.d_model, config.mask_hidden)
+
+    def estimate_mask(self, spec: torch.Tensor) -> torch.Tensor:
+        h = self.band_split(spec)
+        for block in self.encoder:
+            h = block(h)
+        return self.decoder(h)
