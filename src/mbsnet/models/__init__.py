@@ -15,9 +15,16 @@ ARCHS: dict[str, tuple[type[nn.Module], type]] = {
     BSRNN.ARCH: (BSRNN, BSRNNConfig),
 }
 
+# Shapes chosen by measurement (benchmarks/bench_model.py): on a 2-core CPU, time is bound by
+# memory traffic of the layer's element-wise work, which scales with d_inner = expand * d_model,
+# so expand=1 with more depth beats expand=2 at equal speed. Chunk sizes are the measured best.
 PRESETS: dict[str, MBSNetConfig] = {
-    "tiny": MBSNetConfig(d_model=32, n_layers=4, headdim=16, mask_hidden=16),
-    "base": MBSNetConfig(d_model=64, n_layers=4, headdim=16, mask_hidden=32),
+    "tiny": MBSNetConfig(
+        d_model=32, n_layers=3, expand=1, headdim=32, chunk_size=16, mask_hidden=8
+    ),
+    "base": MBSNetConfig(
+        d_model=64, n_layers=5, expand=1, headdim=32, chunk_size=32, mask_hidden=32
+    ),
 }
 DEFAULT_PRESET = "base"
 

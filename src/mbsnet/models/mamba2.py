@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from mbsnet.models.ssd import DEFAULT_CHUNK_SIZE, ssd_scan
 
@@ -174,23 +175,45 @@ class Mamba2(nn.Module):
         if not _exporting() and resolve_kernel(u.device) == "mamba_ssm":
             return self._fused_forward(u)
         zxbcdt = self.in_proj(u)
+        if torch.is_grad_enabled() and not _exporting():
+            # Keep only in_proj's output for backward and recompute conv, scan and gated norm
+            # there, as mamba_ssm's fused kernel does: autograd would otherwise hold ~20 tensors
+            # of the layer's width per token (measured: 2.7 GB -> under 1 GB for a base model
+            # at batch 4 x 2 s) for ~25% more time per training step.
+            y = checkpoint(self._mix, zxbcdt, use_reentrant=False)
+        else:
+            y = self._mix(zxbcdt)
+        return self.out_proj(y)
+
+    def _mix(self, zxbcdt: Tensor) -> Tensor:
+        """Everything between the two projections: conv, scan with D skip, gated RMSNorm.
+
+        Shape: (B, L, d_in_proj) -> (B, L, d_inner).
+        """
         z, xbc, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
         xbc = self._causal_conv(xbc)
         groups_width = self.ngroups * self.d_state
         x, B, C = torch.split(xbc, [self.d_inner, groups_width, groups_width], dim=-1)
         y = self._ssm(x, dt, B, C)
         # Gate and norm in the scan's precision; back to the projection's dtype for out_proj.
-        y = self.norm(y, z.to(y.dtype)).to(z.dtype)
-        return self.out_proj(y)
+        return self.norm(y, z.to(y.dtype)).to(z.dtype)
 
     def _causal_conv(self, xbc: Tensor) -> Tensor:
-        """Depthwise causal conv (pad both sides, keep the first L outputs), then SiLU.
+        """Depthwise causal conv with `conv1d`'s weights, then SiLU.
+
+        Written as d_conv shifted multiply-adds in the (B, L, C) layout: the same result as
+        `conv1d` over a left-padded input, without its two transposes (measured: the conv and
+        its copies took ~20% of the layer on the CPU).
 
         Shape: (B, L, conv_dim) -> (B, L, conv_dim).
         """
         length = xbc.shape[1]
-        out = self.conv1d(xbc.transpose(1, 2))[..., :length]
-        return F.silu(out.transpose(1, 2))
+        taps = self.conv1d.weight[:, 0, :]  # (conv_dim, d_conv); tap k sees x[t - (d_conv-1-k)]
+        padded = F.pad(xbc, (0, 0, self.d_conv - 1, 0))
+        out = torch.addcmul(self.conv1d.bias, padded[:, self.d_conv - 1 :], taps[:, -1])
+        for k in range(self.d_conv - 1):  # a loop over the taps, not over time
+            out = torch.addcmul(out, padded[:, k : k + length], taps[:, k])
+        return F.silu(out)
 
     def _ssm(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor) -> Tensor:
         """Selective state space: softplus(dt + dt_bias), A = -exp(A_log), scan, plus D·x.

@@ -23,13 +23,13 @@ class MBSNetConfig:
     n_fft: int = 512
     hop: int = 128
     d_model: int = 64
-    n_layers: int = 4
+    n_layers: int = 5
     bidirectional: bool = True
     d_state: int = 16
-    headdim: int = 16
-    expand: int = 2
+    headdim: int = 32
+    expand: int = 1
     d_conv: int = 4
-    chunk_size: int = 16
+    chunk_size: int = 32
     mixer_hidden: int = 64
     mask_hidden: int = 32
 
@@ -49,8 +49,11 @@ class BandMixer(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, k, t, d = h.shape
         flat = h.reshape(b, k, t * d)
-        mixed = torch.matmul(self.fc1.weight, flat) + self.fc1.bias[:, None]
-        mixed = torch.matmul(self.fc2.weight, self.act(mixed)) + self.fc2.bias[:, None]
+        # baddbmm: weight product and bias in one pass, no broadcast copy of the weight's result
+        mixed = torch.baddbmm(self.fc1.bias[:, None], self.fc1.weight.expand(b, -1, -1), flat)
+        mixed = torch.baddbmm(
+            self.fc2.bias[:, None], self.fc2.weight.expand(b, -1, -1), self.act(mixed)
+        )
         return mixed.view(b, k, t, d)
 
 

@@ -50,6 +50,21 @@ def segsum(a: Tensor) -> Tensor:
     return sums.masked_fill(idx.unsqueeze(-1) < idx, float("-inf"))
 
 
+def _chunk_decay(log_decay: Tensor) -> Tensor:
+    """Within-chunk transfer matrix exp(a_{j+1} + ... + a_i) for i >= j, 0 above the diagonal.
+
+    A difference of prefix sums is exact enough over one chunk (q steps) and costs one cumsum
+    of length q instead of `segsum`'s cumsum over a (q, q) expansion.
+
+    Shape: log_decay (..., q) -> (..., q, q).
+    """
+    prefix = log_decay.cumsum(-1)
+    steps = log_decay.shape[-1]
+    idx = torch.arange(steps, device=log_decay.device)
+    diff = prefix.unsqueeze(-1) - prefix.unsqueeze(-2)
+    return torch.exp(diff.masked_fill(idx.unsqueeze(-1) < idx, float("-inf")))
+
+
 def _pad_time(t: Tensor, pad: int | Tensor) -> Tensor:
     """Zero-pad dim 1 (time) at the end. Shape: (b, l, ...) -> (b, l + pad, ...)."""
     return F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
@@ -165,7 +180,7 @@ def ssd_scan(
     Bc = B.reshape(b, -1, q, g, n).transpose(2, 3)  # (b, c, g, q, n)
     Cc = C.reshape(b, -1, q, g, n).transpose(2, 3)
 
-    decay = torch.exp(segsum(log_decay))  # (b, c, g, r, q, q)
+    decay = _chunk_decay(log_decay)  # (b, c, g, r, q, q)
     cb = Cc @ Bc.transpose(-1, -2)  # once per group, shared by its r heads
     y_diag = _intra_chunk(decay, cb, dt_hm, x)
     states = _chunk_states(decay, dt_hm, x, Bc)
