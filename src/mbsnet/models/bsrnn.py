@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit, BandToBins
+from mbsnet.models.bands import BandLayout, BandToBins
 from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer
 
 
@@ -83,13 +83,5 @@ class BSRNN(MaskingEnhancer):
     def __init__(self, config: BSRNNConfig | None = None) -> None:
         config = config or BSRNNConfig()
         super().__init__(config)
-        layout = BandLayout(BAND_WIDTHS_16K, self.stft.n_bins)
-        self.band_split = BandSplit(layout, config.d_model)
-        self.encoder = nn.ModuleList(BSRNNBlock(config.d_model) for _ in range(config.n_layers))
-        self.decoder = BSRNNDecoder(layout, config.d_model)
-
-    def estimate_mask(self, spec: torch.Tensor) -> torch.Tensor:
-        h = self.band_split(spec)
-        for block in self.encoder:
-            h = block(h)
-        return self.decoder(h)
+        self.encoder.extend(BSRNNBlock(config.d_model) for _ in range(config.n_layers))
+        self.decoder = BSRNNDecoder(self.layout, config.d_model)

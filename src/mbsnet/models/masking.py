@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mbsnet import SAMPLE_RATE
+from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit
 from mbsnet.models.level import level_scale
 from mbsnet.stft import STFT
 
@@ -32,9 +33,12 @@ def apply_complex_mask(spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MaskingEnhancer(nn.Module):
-    """Base class: subclasses only estimate the mask from the normalized noisy spectrum.
+    """Base class of the band-split models: STFT, band split, encoder blocks, mask decoder.
 
-    Class attributes: ARCH (registry name). Attributes: config (a dataclass of primitives).
+    Subclasses build `self.encoder` (blocks mapping (B, K, T, D) to the same shape) and
+    `self.decoder` ((B, K, T, D) -> mask (B, 3, 2, F, T)) on top of `self.layout`.
+    Class attributes: ARCH (registry name). Attributes: config (a dataclass of primitives
+    with at least n_fft, hop and d_model).
     """
 
     ARCH: ClassVar[str]
@@ -44,6 +48,10 @@ class MaskingEnhancer(nn.Module):
         super().__init__()
         self.config = config
         self.stft = STFT(config.n_fft, config.hop)
+        self.layout = BandLayout(BAND_WIDTHS_16K, self.stft.n_bins)
+        self.band_split = BandSplit(self.layout, config.d_model)
+        self.encoder = nn.ModuleList()
+        self.decoder: nn.Module = nn.Identity()
 
     @property
     def min_samples(self) -> int:
@@ -52,7 +60,10 @@ class MaskingEnhancer(nn.Module):
 
     def estimate_mask(self, spec: torch.Tensor) -> torch.Tensor:
         """Shape: normalized spectrum (B, 2, F, T) -> mask (B, 3, 2, F, T)."""
-        raise NotImplementedError
+        h = self.band_split(spec)  # (B, K, T, D)
+        for block in self.encoder:
+            h = block(h)
+        return self.decoder(h)
 
     def enhance_spectrum(self, spec: torch.Tensor) -> torch.Tensor:
         """Shape: normalized noisy spectrum (B, 2, F, T) -> enhanced spectrum (B, 2, F, T)."""

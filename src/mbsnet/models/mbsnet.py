@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit, BandToBins
+from mbsnet.models.bands import BandLayout, BandToBins
 from mbsnet.models.mamba2 import Mamba2
 from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer
 
@@ -112,15 +112,7 @@ class MBSNet(MaskingEnhancer):
     def __init__(self, config: MBSNetConfig | None = None) -> None:
         config = config or MBSNetConfig()
         super().__init__(config)
-        layout = BandLayout(BAND_WIDTHS_16K, self.stft.n_bins)
-        self.band_split = BandSplit(layout, config.d_model)
-        self.encoder = nn.ModuleList(
-            EncoderBlock(config, layout.n_bands) for _ in range(config.n_layers)
+        self.encoder.extend(
+            EncoderBlock(config, self.layout.n_bands) for _ in range(config.n_layers)
         )
-        self.decoder = MaskDecoder(layout, config.d_model, config.mask_hidden)
-
-    def estimate_mask(self, spec: torch.Tensor) -> torch.Tensor:
-        h = self.band_split(spec)
-        for block in self.encoder:
-            h = block(h)
-        return self.decoder(h)
+        self.decoder = MaskDecoder(self.layout, config.d_model, config.mask_hidden)
