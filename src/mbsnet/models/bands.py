@@ -53,13 +53,6 @@ class BandLayout(nn.Module):
         mask = self.slot_mask.view(*self.slot_mask.shape, *([1] * (per_bin.dim() - 1)))
         return grid * mask
 
-    def scatter_bins(self, grid: torch.Tensor) -> torch.Tensor:
-        """Drop the padding slots of a grid along its last two axes.
-
-        Shape: grid (..., K, W) -> (..., F).
-        """
-        return grid.flatten(-2).index_select(-1, self.valid_slots)
-
 
 class BandSplit(nn.Module):
     """Per-band normalization and projection of the complex spectrum to `d_model` channels.
@@ -117,11 +110,15 @@ class BandToBins(nn.Module):
         self.bias = nn.Parameter(torch.zeros(layout.n_bins, out_per_bin))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        # The transposed product W (K, W*O, d_in) @ features^T (K, d_in, B*T) puts the (band,
+        # slot) axes first, so dropping the padding slots is one gather and the result needs no
+        # permute copy; only the narrow input (d_in channels) is transposed.
         layout = self.layout
-        weight = layout.gather_bins(self.weight)  # (K, W, O, d_in)
-        weight = weight.flatten(1, 2).transpose(1, 2)  # (K, d_in, W*O)
-        bias = layout.gather_bins(self.bias).flatten(1)[:, None, :]  # (K, 1, W*O)
-        out = torch.matmul(features, weight) + bias  # (B, K, T, W*O)
-        out = out.unflatten(-1, (layout.max_width, self.out_per_bin))  # (B, K, T, W, O)
-        out = out.permute(0, 4, 2, 1, 3)  # (B, O, T, K, W)
-        return layout.scatter_bins(out).transpose(-1, -2)  # (B, O, F, T)
+        batch, bands, frames, d_in = features.shape
+        weight = layout.gather_bins(self.weight).flatten(1, 2)  # (K, W*O, d_in)
+        bias = layout.gather_bins(self.bias).flatten(1).unsqueeze(-1)  # (K, W*O, 1)
+        columns = features.permute(1, 3, 0, 2).reshape(bands, d_in, -1)  # (K, d_in, B*T)
+        out = torch.baddbmm(bias, weight, columns)  # (K, W*O, B*T)
+        out = out.reshape(bands * layout.max_width, self.out_per_bin, batch, frames)
+        out = out.index_select(0, layout.valid_slots)  # (F, O, B, T)
+        return out.permute(2, 1, 0, 3)  # (B, O, F, T), a view
