@@ -5,17 +5,25 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
 from mbsnet import __version__
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the commands: metric worker processes re-import this module, and
+# a top-level torch import cost each of them ~1.7 s of start-up for nothing.
 
 DEFAULT_CHUNK_SECONDS = 30.0
 """Longer inputs are enhanced in overlapping chunks of this length, bounding peak memory."""
 
 
 def _resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -53,7 +61,7 @@ def info(checkpoint: Path | None, preset: str | None, arch: str, as_json: bool) 
     if checkpoint is not None and preset is not None:
         raise click.UsageError("give either CHECKPOINT or --preset, not both")
     if checkpoint is not None:
-        model, source = _load_model(checkpoint, torch.device("cpu")), str(checkpoint)
+        model, source = _load_model(checkpoint, _resolve_device("cpu")), str(checkpoint)
     else:
         try:
             if arch == "mbsnet":
@@ -114,6 +122,175 @@ def enhance(
     )
     click.echo(f"enhanced {len(report.done)} file(s), {len(report.failed)} failed", err=True)
     if report.failed:
+        sys.exit(1)
+
+
+def _eval_pairs(test_dir: Path | None, noisy_dir: Path | None, clean_dir: Path | None):
+    from mbsnet.eval.pairs import PairingError, find_pairs, find_test_dir_pairs
+
+    if (test_dir is None) == (noisy_dir is None and clean_dir is None):
+        raise click.UsageError("give either --test-dir or both --noisy-dir and --clean-dir")
+    if test_dir is None and (noisy_dir is None or clean_dir is None):
+        raise click.UsageError("--noisy-dir and --clean-dir go together")
+    try:
+        return find_test_dir_pairs(test_dir) if test_dir else find_pairs(noisy_dir, clean_dir)
+    except PairingError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _eval_warn_pairing(pair_set, enhanced_dir: Path | None) -> None:
+    from mbsnet.eval.pairs import missing_enhanced
+
+    for line in pair_set.warnings():
+        click.echo(f"warning: {line}", err=True)
+    missing = missing_enhanced(pair_set.pairs, enhanced_dir) if enhanced_dir else []
+    if missing:
+        click.echo(
+            f"warning: {len(missing)} noisy file(s) have no enhanced file in {enhanced_dir} "
+            "and will fail", err=True,
+        )
+
+
+def _eval_source(
+    checkpoint: Path | None, enhanced_dir: Path | None, device: str, max_seconds: float | None
+):
+    from mbsnet.eval.pipeline import ModelSource, make_source
+
+    if checkpoint is None:
+        return make_source(enhanced_dir)
+    torch_device = _resolve_device(device)
+    model = _load_model(checkpoint, torch_device)
+    return ModelSource(model, torch_device, max_seconds, description=f"checkpoint {checkpoint}")
+
+
+def _eval_log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _eval_log_errors(message: str) -> None:
+    if message.startswith("error:"):
+        _eval_log(message)
+
+
+def _eval_finish(
+    report, pair_set, source, out: Path, resample: bool, plots: bool, shown: list[str]
+) -> None:
+    """Rank 0: write the report, plots and the terminal table; `shown`: warnings printed."""
+    from mbsnet.eval.pipeline import prepare_pair
+    from mbsnet.eval.report import format_table, plot_extremes, summarize, write_report
+
+    report.pairing = pair_set.to_json_dict()
+    paths = write_report(report, out)
+    if plots:
+        by_name = {pair.name: pair for pair in pair_set.pairs}
+
+        def load(name: str) -> dict:
+            p = prepare_pair(by_name[name], source, resample)
+            return {"noisy": p.noisy, "enhanced": p.enhanced, "clean": p.clean}
+
+        plot_extremes(report, out, load)
+    click.echo(format_table(summarize(report)))
+    counts = {status: 0 for status in ("ok", "partial", "failed")}
+    for row in report.rows:
+        counts[row.status] += 1
+    click.echo(
+        f"scored {len(report.rows)} file(s): {counts['ok']} ok, {counts['partial']} partial "
+        f"(some metrics missing), {counts['failed']} failed; see {paths['per_file']}", err=True,
+    )
+    # Pairing problems again (the start has scrolled away), and other ranks' warnings.
+    for line in [*pair_set.warnings(), *(w for w in report.warnings if w not in shown)]:
+        click.echo(f"warning: {line}", err=True)
+
+
+@main.command("eval")
+@click.option("--test-dir", type=click.Path(path_type=Path), help="Folder with noisy/ and clean/.")
+@click.option("--noisy-dir", type=click.Path(path_type=Path), help="Noisy inputs (+ --clean-dir).")
+@click.option("--clean-dir", type=click.Path(path_type=Path), help="Clean references.")
+@click.option(
+    "--checkpoint", type=click.Path(path_type=Path), help="Score this model's output (.pt)."
+)
+@click.option(
+    "--enhanced-dir", type=click.Path(path_type=Path),
+    help="Score these enhanced files (same relative names as the noisy ones).",
+)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder.")
+@click.option(
+    "--workers", type=click.IntRange(min=0),
+    help="Metric processes (default: CPU count; 0: in this process); shared among torchrun ranks.",
+)
+@click.option("--extended", is_flag=True, help="Also ESTOI and SI-SDR.")
+@click.option(
+    "--resample", is_flag=True,
+    help="Resample non-16 kHz pairs with soxr (not comparable to published tables).",
+)
+@click.option(
+    "--max-seconds", type=click.FloatRange(min=2.0),
+    help="Enhance files longer than this in chunks (default: whole files, as papers do).",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--plots", is_flag=True, help="Spectrograms of the worst and best files by PESQ.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_command(
+    test_dir: Path | None, noisy_dir: Path | None, clean_dir: Path | None,
+    checkpoint: Path | None, enhanced_dir: Path | None, out: Path, workers: int | None,
+    extended: bool, resample: bool, max_seconds: float | None, device: str, plots: bool,
+    quiet: bool,
+) -> None:
+    """Score a test set the way papers do: PESQ (wb), CSIG, CBAK, COVL, SSNR, STOI.
+
+    Without --checkpoint or --enhanced-dir the noisy input itself is scored (the "noisy" row
+    of paper tables). A model runs on whole files (in chunks only above --max-seconds, or
+    when a file runs out of memory: such rows are marked chunked). Files are paired by
+    relative name; unpaired files are listed, never dropped silently. Writes per_file.csv
+    and summary.json (means and population std over valid values only) to OUT. Runs under
+    `torchrun --nproc_per_node K` with each rank scoring a shard of the files.
+
+    Exit code: 0 when every file got at least one metric (missing metrics are listed per
+    file), 1 if any file failed entirely (unreadable, wrong rate, model error, ...).
+    """
+    import os
+    from datetime import timedelta
+
+    from mbsnet import distrib
+    from mbsnet.eval.pipeline import evaluate
+    from mbsnet.eval.report import ReportError, merge_reports, require_matplotlib
+
+    if checkpoint is not None and enhanced_dir is not None:
+        raise click.UsageError("give --checkpoint or --enhanced-dir, not both")
+    if max_seconds is not None and checkpoint is None:
+        raise click.UsageError("--max-seconds applies to --checkpoint only")
+    try:
+        if plots:
+            require_matplotlib()
+    except ReportError as error:
+        raise click.ClickException(str(error)) from None
+    if enhanced_dir is not None and not enhanced_dir.is_dir():
+        raise click.ClickException(f"enhanced folder not found: {enhanced_dir}")
+    pair_set = _eval_pairs(test_dir, noisy_dir, clean_dir)
+    # Ranks finish their shards at different times; give the slowest two hours to catch up.
+    rank, world = distrib.init_from_env(timeout=timedelta(hours=2))
+    try:
+        if rank == 0:
+            _eval_warn_pairing(pair_set, enhanced_dir)
+        source = _eval_source(checkpoint, enhanced_dir, device, max_seconds)
+        workers = (os.cpu_count() or 1) if workers is None else workers
+        if workers > 0:  # the machine's cores are shared by the ranks
+            workers = max(1, workers // world)
+        report = evaluate(
+            distrib.shard(pair_set.pairs, rank, world), source, workers=workers,
+            extended=extended, resample=resample, progress=not quiet and rank == 0,
+            log=_eval_log if rank == 0 else _eval_log_errors,  # rank 0 gathers the warnings
+        )
+        merged = merge_reports(distrib.all_gather(report))
+        if rank == 0:
+            _eval_finish(merged, pair_set, source, out, resample, plots, report.warnings)
+    finally:
+        distrib.cleanup()
+    if merged.failed_files():
         sys.exit(1)
 
 

@@ -67,7 +67,9 @@ class PairSet:
             if names:
                 lines.append(f"{len(names)} {what}: {_shorten(names)}")
         if self.length_mismatch:
-            shown = [f"{m.name} ({m.noisy_frames} vs {m.clean_frames})" for m in self.length_mismatch]
+            shown = [
+                f"{m.name} ({m.noisy_frames} vs {m.clean_frames})" for m in self.length_mismatch
+            ]
             lines.append(
                 f"{len(shown)} pair(s) differ in length (noisy vs clean frames) and will fail: "
                 f"{_shorten(shown)}"

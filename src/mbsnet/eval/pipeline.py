@@ -32,7 +32,7 @@ from mbsnet.audio import AudioError, read_audio, resample
 from mbsnet.enhance.chunking import enhance_waveform
 from mbsnet.eval.metrics import EXTENDED_METRICS, METRICS, MetricResult, compute_metrics
 from mbsnet.eval.pairs import Pair
-from mbsnet.eval.report import EvalReport, Row
+from mbsnet.eval.report import FAILED, EvalReport, Row
 
 RETRY_CHUNK_SECONDS = 10.0
 """Chunk length for the out-of-memory retry and for files above ``max_seconds``."""
@@ -42,12 +42,8 @@ RESAMPLE_WARNING = (
     "tables (resampling alone moved one published model's PESQ from 3.50 to 3.00)"
 )
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "failed to allocate")
-_OOM_TYPES = tuple(
-    t for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError, MemoryError)
-    if t is not None
-)
-
-Log = Callable[[str], None]
+# torch.OutOfMemoryError (torch >= 2.5) is this same class, also raised for CPU-side tensors.
+_OOM_TYPES = (torch.cuda.OutOfMemoryError, MemoryError)
 
 
 class EvalError(Exception):
@@ -179,7 +175,9 @@ def make_source(
 
 def _mono(audio: np.ndarray, what: str) -> np.ndarray:
     if audio.shape[0] != 1:
-        raise EvalError(f"{what} has {audio.shape[0]} channels; eval scores mono files, as papers do")
+        raise EvalError(
+            f"{what} has {audio.shape[0]} channels; eval scores mono files, as papers do"
+        )
     return audio
 
 
@@ -204,7 +202,9 @@ class Prepared:
     resampled: bool
 
 
-def prepare_pair(pair: Pair, source: Source, allow_resample: bool, row: Row | None = None) -> Prepared:
+def prepare_pair(
+    pair: Pair, source: Source, allow_resample: bool, row: Row | None = None
+) -> Prepared:
     """Read, check and enhance one pair; fills ``row.duration`` / ``row.chunked`` as known.
 
     Raises:
@@ -215,7 +215,8 @@ def prepare_pair(pair: Pair, source: Source, allow_resample: bool, row: Row | No
     noisy, noisy_info = read_audio(pair.noisy)
     row.duration = noisy_info.frames / noisy_info.samplerate
     clean, clean_info = read_audio(pair.clean)
-    _mono(noisy, "noisy file"), _mono(clean, "clean file")
+    _mono(noisy, "noisy file")
+    _mono(clean, "clean file")
     if noisy_info.samplerate != clean_info.samplerate:
         raise EvalError(
             f"noisy is at {noisy_info.samplerate} Hz but clean at {clean_info.samplerate} Hz"
@@ -228,7 +229,7 @@ def prepare_pair(pair: Pair, source: Source, allow_resample: bool, row: Row | No
     clean = _to_16k(clean, clean_info.samplerate, allow_resample, "the pair")
     out = source.enhance(pair, noisy)
     row.chunked = out.chunked
-    enhanced = _mono(_to_16k(out.audio, out.samplerate, allow_resample, "enhanced"), "enhanced")
+    enhanced = _to_16k(_mono(out.audio, "enhanced"), out.samplerate, allow_resample, "enhanced")
     if enhanced.shape != noisy.shape:
         raise EvalError(
             f"enhanced has {enhanced.shape[-1]} samples at 16 kHz, noisy {noisy.shape[-1]}"
@@ -268,32 +269,31 @@ class _Scorer:
         self.workers, self.extended = workers, extended
         self._pool: ProcessPoolExecutor | None = None
         self._pending: dict[Future, _Job] = {}
-        self._retried: set[str] = set()
-        self._saved_env: str | None = None
+        self._saved_env = os.environ.get("OPENBLAS_NUM_THREADS")
 
     def __enter__(self) -> _Scorer:
-        if self.workers > 0:
-            # Workers are spawned on demand and inherit os.environ: single-threaded OpenBLAS
-            # made pystoi 3x faster with one worker per core (see mbsnet.eval.metrics).
-            self._saved_env = os.environ.get("OPENBLAS_NUM_THREADS")
-            os.environ["OPENBLAS_NUM_THREADS"] = "1"
+        # Workers are spawned on demand and inherit os.environ (this process's OpenBLAS is
+        # already loaded, so unaffected): single-threaded BLAS made pystoi 3x faster with one
+        # worker per core (see mbsnet.eval.metrics).
+        os.environ["OPENBLAS_NUM_THREADS"] = "1"
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        if self.workers > 0:
-            if self._saved_env is None:
-                os.environ.pop("OPENBLAS_NUM_THREADS", None)
-            else:
-                os.environ["OPENBLAS_NUM_THREADS"] = self._saved_env
+        self._restart()
+        os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        if self._saved_env is not None:
+            os.environ["OPENBLAS_NUM_THREADS"] = self._saved_env
 
-    def _submit_job(self, job: _Job) -> None:
+    def _start(self, job: _Job) -> Future:
         if self._pool is None:
             # spawn, never fork: torch's threads are already running in this process.
             self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
-        future = self._pool.submit(compute_metrics, job[1], job[2], SAMPLE_RATE, self.extended)
-        self._pending[future] = job
+        return self._pool.submit(compute_metrics, job[1], job[2], SAMPLE_RATE, self.extended)
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
     def submit(self, row: Row, clean: np.ndarray, enhanced: np.ndarray) -> list[_Outcome]:
         """Queue one file; returns the files finished meanwhile (this one, when in-process)."""
@@ -302,7 +302,8 @@ class _Scorer:
         done = []
         while len(self._pending) >= 2 * self.workers:
             done += self._collect(FIRST_COMPLETED)
-        self._submit_job((row, clean, enhanced))
+        job = (row, clean, enhanced)
+        self._pending[self._start(job)] = job
         return done
 
     def drain(self) -> list[_Outcome]:
@@ -312,31 +313,42 @@ class _Scorer:
             done += self._collect(ALL_COMPLETED)
         return done
 
-    def _collect(self, return_when: str) -> list[_Outcome]:
-        finished, _ = wait(list(self._pending), return_when=return_when)
+    def _results(self, futures: set[Future]) -> tuple[list[_Outcome], list[_Job]]:
+        """Outcomes of finished futures, and the jobs lost with a dead worker."""
         done: list[_Outcome] = []
-        retry: list[_Job] = []
-        for future in finished:
+        lost: list[_Job] = []
+        for future in futures:
             job = self._pending.pop(future)
             try:
                 done.append((job[0], future.result()))
             except BrokenProcessPool:
-                # A worker died (e.g. killed for memory); all in-flight files are lost with
-                # it, so each gets one more chance in a fresh pool.
-                if job[0].file in self._retried:
-                    done.append((job[0], "a metrics worker process died twice on this file"))
-                else:
-                    self._retried.add(job[0].file)
-                    retry.append(job)
+                lost.append(job)
             except Exception as exc:
                 done.append((job[0], f"metrics failed: {_describe(exc)}"))
-        if retry:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            for job in retry:
-                self._submit_job(job)
+        return done, lost
+
+    def _collect(self, return_when: str) -> list[_Outcome]:
+        finished, _ = wait(list(self._pending), return_when=return_when)
+        done, lost = self._results(finished)
+        if lost:
+            # A worker died (e.g. killed for memory) and the pool with it, taking every
+            # in-flight file along. Score each lost file alone in a fresh pool, so that only
+            # a file that kills its worker again fails.
+            rest, _ = wait(list(self._pending))  # immediate: a broken pool fails them all
+            more_done, more_lost = self._results(rest)
+            done += more_done
+            self._restart()
+            done += [self._score_alone(job) for job in lost + more_lost]
         return done
+
+    def _score_alone(self, job: _Job) -> _Outcome:
+        try:
+            return job[0], self._start(job).result()
+        except BrokenProcessPool:
+            self._restart()
+            return job[0], "a metrics worker process died on this file (twice)"
+        except Exception as exc:
+            return job[0], f"metrics failed: {_describe(exc)}"
 
 
 def _stderr(message: str) -> None:
@@ -353,7 +365,7 @@ def evaluate(
     max_seconds: float | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
-    log: Log | None = _stderr,
+    log: Callable[[str], None] | None = _stderr,
 ) -> EvalReport:
     """Score every pair; a file's problem fails its row, never the run.
 
@@ -389,8 +401,8 @@ def evaluate(
                 row.error = result
             else:
                 row.values, row.errors = result.values, result.errors
-            if row.error:
-                log(f"error: {row.file}: {row.error}")
+            if row.status == FAILED:
+                log(f"error: {row.file}: {row.reason()}")
             report.rows.append(row)
             bar.update()
 

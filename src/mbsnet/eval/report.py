@@ -209,11 +209,12 @@ def plot_spectrograms(path: Path, title: str, panels: dict[str, np.ndarray]) -> 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    specs = {label: _log_spectrogram(np.asarray(x, dtype=np.float64)) for label, x in panels.items()}
+    specs = {label: _log_spectrogram(np.asarray(x, np.float64)) for label, x in panels.items()}
+    seconds = max(len(x) for x in panels.values()) / SAMPLE_RATE
     top = max(float(s.max()) for s in specs.values())
     fig, axes = plt.subplots(len(specs), 1, figsize=(10, 2.6 * len(specs)), sharex=True)
-    for ax, (label, spec) in zip(np.atleast_1d(axes), specs.items(), strict=True):
-        seconds = spec.shape[1] * 128 / SAMPLE_RATE
+    axes = np.atleast_1d(axes)
+    for ax, (label, spec) in zip(axes, specs.items(), strict=True):
         image = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=top - 90,
                           vmax=top, extent=(0, seconds, 0, SAMPLE_RATE / 2000))
         ax.set_ylabel(f"{label}\nkHz")
