@@ -51,7 +51,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _libsndfile_reason(err: Exception) -> str:
+def libsndfile_reason(err: Exception) -> str:
     """Condense a soundfile error to its useful part, e.g. 'flac decoder lost sync'."""
     reason = getattr(err, "error_string", None) or str(err)
     reason = _one_line(reason)
@@ -94,20 +94,12 @@ def _check_finite(path: Path, x: np.ndarray) -> None:
         raise AudioError(path, f"contains {' and '.join(parts)} samples")
 
 
-def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, AudioInfo]:
-    """Read a whole audio file, refusing anything that is not complete, finite audio.
-
-    Args:
-        path: any format libsndfile reads (WAV, FLAC, OGG, ...).
-
-    Shape:
-        Returns x as (channels, samples), float32 in the file's own scale ([-1, 1] for PCM).
-
-    Returns:
-        (x, info) with the file's rate, channel count, frame count, subtype and format.
+def probe_audio(path: str | os.PathLike[str]) -> AudioInfo:
+    """Check a file's header without reading its samples (fast enough for whole corpora).
 
     Raises:
-        AudioError: missing, unreadable, empty, truncated, or NaN/Inf samples.
+        AudioError: missing, a directory, unopenable, not audio, empty, or a WAV holding fewer
+            audio bytes than its header declares.
     """
     path = Path(path)
     if not path.exists():
@@ -124,7 +116,7 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, AudioInfo]:
     try:
         sinfo = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(path, f"not a readable audio file ({_libsndfile_reason(err)})") from err
+        raise AudioError(path, f"not a readable audio file ({libsndfile_reason(err)})") from err
     info = AudioInfo(
         samplerate=int(sinfo.samplerate),
         channels=int(sinfo.channels),
@@ -137,10 +129,30 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, AudioInfo]:
     truncation = _wav_truncation(path)
     if truncation:
         raise AudioError(path, truncation)
+    return info
+
+
+def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, AudioInfo]:
+    """Read a whole audio file, refusing anything that is not complete, finite audio.
+
+    Args:
+        path: any format libsndfile reads (WAV, FLAC, OGG, ...).
+
+    Shape:
+        Returns x as (channels, samples), float32 in the file's own scale ([-1, 1] for PCM).
+
+    Returns:
+        (x, info) with the file's rate, channel count, frame count, subtype and format.
+
+    Raises:
+        AudioError: missing, unreadable, empty, truncated, or NaN/Inf samples.
+    """
+    path = Path(path)
+    info = probe_audio(path)
     try:
         data, _ = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(path, f"truncated or corrupt ({_libsndfile_reason(err)})") from err
+        raise AudioError(path, f"truncated or corrupt ({libsndfile_reason(err)})") from err
     if data.shape[0] < info.frames:
         raise AudioError(
             path, f"truncated: header declares {info.frames} frames but only {data.shape[0]} read"
@@ -223,7 +235,7 @@ def write_audio(
         with atomic_path(path) as tmp:
             sf.write(str(tmp), np.ascontiguousarray(x.T), samplerate, subtype=sub, format=fmt)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        raise AudioError(path, f"cannot write ({_libsndfile_reason(err)})") from err
+        raise AudioError(path, f"cannot write ({libsndfile_reason(err)})") from err
     except OSError as err:
         raise AudioError(path, f"cannot write ({err.strerror or err})") from err
     return clipped

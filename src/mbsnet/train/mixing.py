@@ -1,0 +1,315 @@
+"""On-the-fly mixing of clean speech, noise and optional reverberation, fully seeded.
+
+Each item is a pure function of (seed, epoch, index): cut a speech segment, pick a noise
+segment (looped when the file is short), optionally reverberate the speech with a random RIR,
+mix at a random SNR, then scale the pair to a random level. Decisions, documented once here:
+
+- Reverberation: the RIR is cut to start at its direct-path peak and scaled so that peak is 1.
+  The mixture holds speech convolved with the whole RIR; the TARGET is speech convolved with
+  the first 50 ms of it (direct path + early reflections), the usual dereverberation target:
+  late reverberation is treated as something to remove, early reflections are not.
+- SNR: 10*log10(P_speech / P_noise). P_speech is the mean power of the *active* 20 ms frames
+  of the speech as it appears in the mixture (reverberant when reverberated): frames within
+  40 dB of the loudest frame and above -80 dBFS. P_noise is the noise's mean power over the
+  whole segment. A segment without active speech (or digital-silent noise) skips SNR scaling.
+- Level: noisy and clean are scaled alike so the mixture RMS is uniform in `level_dbfs`
+  (default -35..-15 dBFS); if either peak then exceeds 0.99 both are scaled down to 0.99.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mbsnet import SAMPLE_RATE
+from mbsnet.audio import AudioError
+from mbsnet.train.data import (
+    Item,
+    PathLike,
+    check_key,
+    non_negative,
+    seconds_to_samples,
+    seeded_rng,
+)
+from mbsnet.train.files import AudioFile, DataError, load_mono, read_region, scan_audio_files
+
+_STREAM_MIX_TRAIN = 2
+_STREAM_MIX_VALID = 3
+_STREAM_MIX_VALID_ORDER = 4
+_FRAME = SAMPLE_RATE // 50  # 20 ms frames for the speech activity measure
+_ACTIVE_RANGE_DB = 40.0
+_ACTIVE_FLOOR = 1e-8  # -80 dBFS frame power: quieter frames never count as speech
+EARLY_REVERB_MS = 50.0
+PEAK_LIMIT = 0.99
+
+
+def active_power(x: np.ndarray) -> float:
+    """Mean power of the active 20 ms frames of `x` (see the module docstring); 0 if none."""
+    n = x.shape[-1] // _FRAME * _FRAME
+    frames = np.square(x[:n].astype(np.float64)).reshape(-1, _FRAME).mean(axis=1)
+    if frames.size == 0 or frames.max() <= _ACTIVE_FLOOR:
+        return 0.0
+    active = frames[frames >= max(frames.max() * 10 ** (-_ACTIVE_RANGE_DB / 10), _ACTIVE_FLOOR)]
+    return float(active.mean())
+
+
+def _noise_gain(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
+    """Factor for `noise` that puts it `snr_db` below the active speech power."""
+    p_speech = active_power(speech)
+    p_noise = float(np.mean(np.square(noise, dtype=np.float64)))
+    if p_noise <= 0.0:
+        return 0.0
+    if p_speech <= 0.0:
+        return 1.0  # no speech in this cut: the SNR is undefined, keep the noise as recorded
+    return math.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
+
+
+def _fft_convolve_tail(x: np.ndarray, h: np.ndarray, length: int) -> np.ndarray:
+    """x * h at the times of the last `length` samples of x (x holds >= len(h)-1 of history)."""
+    n = x.shape[0] + h.shape[0] - 1
+    nfft = 1 << (n - 1).bit_length()
+    y = np.fft.irfft(np.fft.rfft(x, nfft) * np.fft.rfft(h, nfft), nfft)
+    return y[x.shape[0] - length : x.shape[0]].astype(np.float32)
+
+
+def _span(x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """x[start:stop] with zeros wherever the range leaves x (start may be negative)."""
+    out = np.zeros(stop - start, dtype=np.float32)
+    lo, hi = max(start, 0), min(stop, x.shape[0])
+    if hi > lo:
+        out[lo - start : hi - start] = x[lo:hi]
+    return out
+
+
+def _load_rir(audio: AudioFile) -> np.ndarray:
+    """RIR from its direct-path peak on, scaled so the peak is 1."""
+    h = load_mono(audio)
+    peak = int(np.argmax(np.abs(h)))
+    if h[peak] == 0:
+        raise AudioError(audio.path, "the room impulse response is silent")
+    return (h[peak:] / abs(h[peak])).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class MixParams:
+    """Every random choice of one mixture; `render` turns it into audio."""
+
+    speech: AudioFile
+    speech_start: int
+    noise: AudioFile
+    noise_start: int
+    rir: AudioFile | None
+    snr_db: float
+    level_dbfs: float
+
+
+class _MixingBase(Dataset):
+    """File scans, parameter draws and rendering shared by the train and validation sets."""
+
+    def __init__(
+        self,
+        speech_files: Sequence[PathLike],
+        noise_files: Sequence[PathLike],
+        rir_files: Sequence[PathLike] | None,
+        segment_seconds: float,
+        snr_db: tuple[float, float],
+        rir_probability: float,
+        level_dbfs: tuple[float, float],
+        seed: int,
+    ):
+        self.speech_scan = scan_audio_files(speech_files, "speech")
+        self.noise_scan = scan_audio_files(noise_files, "noise")
+        self.rir_scan = scan_audio_files(rir_files or [], "rir")
+        for scan in (self.speech_scan, self.noise_scan):
+            if not scan.files:
+                raise DataError(f"no usable {scan.role} files: {scan.summary()}")
+        if rir_files and not self.rir_scan.files:
+            raise DataError(f"RIR files given but none usable: {self.rir_scan.summary()}")
+        for name, (lo, hi) in (("snr_db", snr_db), ("level_dbfs", level_dbfs)):
+            if not lo <= hi:
+                raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
+        if not 0.0 <= rir_probability <= 1.0:
+            raise ValueError(f"rir_probability must be in [0, 1], got {rir_probability}")
+        self.segment = seconds_to_samples(segment_seconds, "segment_seconds")
+        self.snr_db, self.level_dbfs = tuple(snr_db), tuple(level_dbfs)
+        self.rir_probability = float(rir_probability) if self.rir_scan.files else 0.0
+        self.seed = non_negative(seed, "seed")
+
+    def _draw(self, rng: np.random.Generator, speech: AudioFile) -> MixParams:
+        """All random choices, drawn in a fixed order whatever the branch taken."""
+        speech_start = int(rng.integers(0, max(speech.length - self.segment, 0) + 1))
+        noise = self.noise_scan.files[int(rng.integers(len(self.noise_scan.files)))]
+        # A noise file shorter than the segment is looped from a random offset.
+        room = noise.length - self.segment if noise.length >= self.segment else noise.length - 1
+        noise_start = int(rng.integers(0, room + 1))
+        use_rir = rng.random() < self.rir_probability
+        rirs = self.rir_scan.files or [None]
+        rir_index = int(rng.integers(len(rirs)))  # drawn even when unused: later draws stay put
+        rir = rirs[rir_index] if use_rir else None
+        snr = float(rng.uniform(*self.snr_db))
+        level = float(rng.uniform(*self.level_dbfs))
+        return MixParams(speech, speech_start, noise, noise_start, rir, snr, level)
+
+    def _noise(self, p: MixParams) -> np.ndarray:
+        if p.noise.length >= self.segment:
+            return read_region(p.noise, p.noise_start, self.segment)
+        loop = load_mono(p.noise)
+        return loop[(p.noise_start + np.arange(self.segment)) % loop.shape[0]]
+
+    def render(self, p: MixParams) -> tuple[np.ndarray, np.ndarray]:
+        """(noisy, clean) float32 (N,) for the drawn parameters."""
+        x = load_mono(p.speech)
+        if p.rir is None:
+            mixed = target = _span(x, p.speech_start, p.speech_start + self.segment)
+        else:
+            h = _load_rir(p.rir)
+            history = _span(x, p.speech_start - h.shape[0] + 1, p.speech_start + self.segment)
+            mixed = _fft_convolve_tail(history, h, self.segment)
+            early = h[: round(EARLY_REVERB_MS * SAMPLE_RATE / 1000)]
+            target = _fft_convolve_tail(history, early, self.segment)
+        noise = self._noise(p)
+        noisy = mixed + np.float32(_noise_gain(mixed, noise, p.snr_db)) * noise
+        rms = float(np.sqrt(np.mean(np.square(noisy, dtype=np.float64))))
+        gain = 10 ** (p.level_dbfs / 20) / rms if rms > 0 else 1.0
+        peak = gain * max(float(np.abs(noisy).max()), float(np.abs(target).max()))
+        if peak > PEAK_LIMIT:
+            gain *= PEAK_LIMIT / peak
+        return (noisy * gain).astype(np.float32), (target * gain).astype(np.float32)
+
+    def _item(self, p: MixParams) -> Item:
+        noisy, clean = self.render(p)
+        # The whole segment is valid: past a short utterance the target is silence in noise.
+        return torch.from_numpy(noisy), torch.from_numpy(clean), self.segment
+
+    def _settings(self) -> str:
+        reverb = (
+            f"reverb p={self.rir_probability:.2f} (target: first {EARLY_REVERB_MS:.0f} ms)"
+            if self.rir_probability
+            else "no reverb"
+        )
+        return (
+            f"{self.segment / SAMPLE_RATE:.2f} s, SNR U{self.snr_db} dB on active speech, "
+            f"level U{self.level_dbfs} dBFS, {reverb}, seed {self.seed}"
+        )
+
+    def summary(self) -> str:
+        """One paragraph for the log: settings, then usable/excluded files per role."""
+        scans = [self.speech_scan, self.noise_scan]
+        if self.rir_scan.files or self.rir_scan.problems:
+            scans.append(self.rir_scan)
+        return f"{self.describe()}. " + "; ".join(s.summary() for s in scans) + "."
+
+    def describe(self) -> str:
+        """One line for the log (defined by each dataset)."""
+        raise NotImplementedError
+
+
+class MixingTrainSet(_MixingBase):
+    """One mixture per speech file per epoch, drawn from (seed, epoch, index).
+
+    Call `set_epoch(epoch)` every epoch; ``(epoch, index)`` keys are accepted as in
+    `PairedTrainSet`. Items: (noisy (N,), clean (N,), N) with N = segment samples.
+    """
+
+    def __init__(
+        self,
+        speech_files: Sequence[PathLike],
+        noise_files: Sequence[PathLike],
+        rir_files: Sequence[PathLike] | None = None,
+        segment_seconds: float = 2.0,
+        snr_db: tuple[float, float] = (-5.0, 15.0),
+        rir_probability: float = 0.3,
+        level_dbfs: tuple[float, float] = (-35.0, -15.0),
+        seed: int = 0,
+    ):
+        super().__init__(
+            speech_files,
+            noise_files,
+            rir_files,
+            segment_seconds,
+            snr_db,
+            rir_probability,
+            level_dbfs,
+            seed,
+        )
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select this epoch's mixtures (the only state; set it before iterating)."""
+        self.epoch = non_negative(epoch, "epoch")
+
+    def __len__(self) -> int:
+        return len(self.speech_scan.files)
+
+    def params(self, key: int | tuple[int, int]) -> MixParams:
+        """The random choices behind item `key` (for logs and tests)."""
+        epoch, index = check_key(key, len(self), self.epoch)
+        rng = seeded_rng(_STREAM_MIX_TRAIN, self.seed, epoch, index)
+        return self._draw(rng, self.speech_scan.files[index])
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Item:
+        return self._item(self.params(key))
+
+    def describe(self) -> str:
+        """One line for the log: size and mixing settings."""
+        return f"mixing train: {len(self)} mixtures per epoch, {self._settings()}"
+
+
+class MixingValidationSet(_MixingBase):
+    """A fixed list of `n_items` mixtures drawn from the seed alone: identical every epoch.
+
+    Its segment length is its own (default 4 s), independent of the training set's.
+    """
+
+    def __init__(
+        self,
+        speech_files: Sequence[PathLike],
+        noise_files: Sequence[PathLike],
+        rir_files: Sequence[PathLike] | None = None,
+        segment_seconds: float = 4.0,
+        snr_db: tuple[float, float] = (-5.0, 15.0),
+        rir_probability: float = 0.3,
+        level_dbfs: tuple[float, float] = (-35.0, -15.0),
+        n_items: int = 50,
+        seed: int = 1234,
+    ):
+        super().__init__(
+            speech_files,
+            noise_files,
+            rir_files,
+            segment_seconds,
+            snr_db,
+            rir_probability,
+            level_dbfs,
+            seed,
+        )
+        if n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {n_items}")
+        self.n_items = int(n_items)
+        # Speech files in a seeded order, cycled: every file is used before any repeats.
+        order = seeded_rng(_STREAM_MIX_VALID_ORDER, self.seed, 0, 0)
+        self._speech_order = order.permutation(len(self.speech_scan.files))
+
+    def set_epoch(self, epoch: int) -> None:
+        """No effect: the validation mixtures do not depend on the epoch."""
+
+    def __len__(self) -> int:
+        return self.n_items
+
+    def params(self, index: int) -> MixParams:
+        """The random choices behind item `index`."""
+        _, index = check_key(index, self.n_items, 0)
+        speech = self.speech_scan.files[self._speech_order[index % len(self._speech_order)]]
+        return self._draw(seeded_rng(_STREAM_MIX_VALID, self.seed, 0, index), speech)
+
+    def __getitem__(self, index: int) -> Item:
+        return self._item(self.params(index))
+
+    def describe(self) -> str:
+        """One line for the log: size and mixing settings."""
+        return f"mixing validation: {self.n_items} fixed mixtures, {self._settings()}"
