@@ -1,0 +1,379 @@
+"""The run of a training loop: its objects (`Run`, `build_run`), logs, data order and files."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mbsnet import distrib
+from mbsnet.models import count_parameters, create_model
+from mbsnet.models.discriminator import create_discriminator
+from mbsnet.train.config import ConfigError, TrainConfig, model_config
+from mbsnet.train.data import collate_fixed
+from mbsnet.train.pesq_targets import PesqPool
+from mbsnet.train.plot import RunFiles
+from mbsnet.train.state import Progress, save_train_state
+
+LOGGER_NAME = "mbsnet.train"
+
+
+def setup_logging(run_dir: Path | None) -> logging.Logger:
+    """Terminal and RUN_DIR/train.log on rank 0 (same lines); warnings only on other ranks."""
+    logger = logging.getLogger(LOGGER_NAME)
+    close_logging(logger)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setLevel(logging.INFO if distrib.is_main() else logging.WARNING)
+    handlers: list[logging.Handler] = [terminal]
+    if run_dir is not None and distrib.is_main():
+        handlers.append(logging.FileHandler(run_dir / "train.log", encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    return logger
+
+
+def close_logging(logger: logging.Logger) -> None:
+    """Detach and close the handlers (a second run in the same process starts clean)."""
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, accum: int
+) -> list[list[tuple[int, int]]]:
+    """This rank's batches of `(epoch, index)` keys: a pure function of (seed, epoch).
+
+    The permutation comes from a generator seeded with seed + epoch, padded by wrapping so
+    every rank gets the same count, then dealt out rank::world (as DistributedSampler does).
+    Only whole batches, and only whole accumulation groups of them, are kept, so a resume can
+    skip consumed batches by index without loading their audio.
+    """
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n, generator=generator).tolist()
+    total = math.ceil(n / world) * world
+    order = (order * math.ceil(total / n))[:total][rank::world]
+    count = len(order) // batch_size // accum * accum
+    if count == 0:
+        raise ValueError(
+            f"{len(order)} training item(s) per process is fewer than one optimizer step "
+            f"(batch_size {batch_size} x grad_accum {accum})"
+        )
+    return [
+        [(epoch, i) for i in order[b * batch_size : (b + 1) * batch_size]] for b in range(count)
+    ]
+
+
+def loader(dataset: Any, batches: list[Any], workers: int) -> torch.utils.data.DataLoader:
+    """A DataLoader over explicit batches; its own generator leaves the global RNG alone."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=collate_fixed,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+@torch.no_grad()
+def validate(
+    model: nn.Module, dataset: Any, loss_fn: Any, device: torch.device
+) -> tuple[float, float, int]:
+    """Mean PESQ (wb) and loss over this rank's shard, gathered from all ranks.
+
+    Returns:
+        (mean PESQ over items where it exists, mean loss, number of PESQ scores).
+    """
+    from mbsnet.eval.metrics import pesq_wb
+
+    indices = distrib.shard(range(len(dataset)), distrib.rank(), distrib.world_size())
+    was_training = model.training
+    model.eval()
+    pesqs, losses = [], []
+    for index in indices:
+        noisy, clean, length = dataset[index]
+        noisy, clean = noisy[None].to(device), clean[None].to(device)
+        lengths = torch.tensor([length], device=device)
+        enhanced, loss = loss_fn(noisy, clean, lengths)
+        losses.append(loss)
+        c = clean[0, :length].float().cpu().numpy().astype(np.float64)
+        e = enhanced[0, :length].float().cpu().numpy().astype(np.float64)
+        try:
+            pesqs.append(pesq_wb(c, e))
+        except Exception:  # MetricUnavailable or a PESQ error: the item is left out
+            continue
+    model.train(was_training)
+    gathered = distrib.all_gather((pesqs, losses))
+    all_pesq = [p for part, _ in gathered for p in part]
+    all_loss = [v for _, part in gathered for v in part]
+    pesq = float(np.mean(all_pesq)) if all_pesq else float("nan")
+    return pesq, float(np.mean(all_loss)), len(all_pesq)
+
+
+def prune_epoch_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest `keep` epoch_XXXX.pt files (0: keep all)."""
+    if keep <= 0:
+        return
+    for old in sorted(folder.glob("epoch_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+class StopFlag:
+    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers, the default behaviour stays
+                return
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None:  # a second signal: the user insists, stop right now
+            self.restore()
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        self.signal_name = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def requested(self) -> bool:
+        """True on every rank when any rank got a signal (ranks must stop at the same step)."""
+        local = self.signal_name is not None
+        if distrib.world_size() == 1:
+            return local
+        on_gpu = torch.distributed.get_backend() == "nccl"
+        flag = torch.tensor([float(local)], device="cuda" if on_gpu else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite steps, bad data); the message is one line."""
+
+
+@dataclass
+class Run:
+    """The live objects of one training run."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    model: nn.Module
+    gen: nn.Module  # `model`, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    train_set: Any
+    valid_set: Any
+    total_steps: int
+    logger: Any
+    files: RunFiles
+    progress: Progress = field(default_factory=Progress)
+    disc: nn.Module | None = None
+    disc_ddp: nn.Module | None = None
+    disc_optimizer: torch.optim.Optimizer | None = None
+    pool: Any = None
+    autocast: bool = False
+    stop: StopFlag = field(default_factory=StopFlag)
+    last_save: float = field(default_factory=time.monotonic)
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_start: float = 0.0
+    show_progress: bool = True
+    interrupted: bool = False
+    last_pesq: float = float("nan")
+
+    @property
+    def main(self) -> bool:
+        return distrib.is_main()
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def epoch_plan(self, epoch: int) -> list[list[tuple[int, int]]]:
+        """This rank's batches of `epoch` (see `epoch_batches`)."""
+        t = self.cfg.train
+        return epoch_batches(
+            len(self.train_set), t.batch_size, t.seed, epoch, distrib.rank(),
+            distrib.world_size(), t.grad_accum,
+        )  # fmt: skip
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _datasets(cfg: TrainConfig, overfit: int = 0) -> tuple[Any, Any]:
+    """Training and validation sets; `overfit` > 0 uses the first N training pairs for both."""
+    from mbsnet.train.data import PairedTrainSet, ValidationSet, find_paired_splits
+
+    if cfg.data.mode == "mixing":
+        if overfit:
+            raise ConfigError("--overfit needs paired data (data.mode = 'paired')")
+        return _mixing_datasets(cfg)
+    if not cfg.data.data_dir:
+        raise ConfigError("data.data_dir is empty: give --data-dir or set it in the config")
+    train_scan, valid_scan = find_paired_splits(cfg.data.data_dir, resample=cfg.data.resample)
+    train_pairs, valid_pairs = train_scan.pairs, valid_scan.pairs
+    if overfit:
+        train_pairs = valid_pairs = train_pairs[:overfit]
+    train = PairedTrainSet(train_pairs, cfg.data.segment_seconds, cfg.train.seed)
+    v = cfg.validation
+    valid = ValidationSet(valid_pairs, v.mode, v.cut_seconds, v.cuts_per_file)
+    return train, valid
+
+
+def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
+    """On-the-fly speech + noise (+ RIR) mixtures; validation mixtures fixed by their seed."""
+    from mbsnet.train.files import collect_audio_files
+    from mbsnet.train.mixing import MixingTrainSet, MixingValidationSet
+
+    d, v = cfg.data, cfg.validation
+    for key in ("speech_dirs", "noise_dirs", "valid_speech_dirs", "valid_noise_dirs"):
+        if not getattr(d, key):
+            raise ConfigError(f"data.{key} is empty (needed by data.mode = 'mixing')")
+    mix = {"snr_db": tuple(d.snr_db), "rir_probability": d.rir_probability}
+    mix["level_dbfs"] = tuple(d.level_dbfs)
+    rirs = collect_audio_files(d.rir_dirs) if d.rir_dirs else None
+    train = MixingTrainSet(
+        collect_audio_files(d.speech_dirs), collect_audio_files(d.noise_dirs), rirs,
+        d.segment_seconds, seed=cfg.train.seed, **mix,
+    )  # fmt: skip
+    valid = MixingValidationSet(
+        collect_audio_files(d.valid_speech_dirs), collect_audio_files(d.valid_noise_dirs), rirs,
+        v.cut_seconds, n_items=v.mixing_items, seed=v.mixing_seed, **mix,
+    )  # fmt: skip
+    return train, valid
+
+
+def _amp(cfg: TrainConfig, device: torch.device, logger: Any) -> bool:
+    if cfg.train.amp == "off":
+        return False
+    if device.type != "cuda":
+        logger.warning("train.amp = bf16 needs CUDA; training in float32 on %s", device)
+        return False
+    return True
+
+
+def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    if distrib.world_size() == 1:
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def _adamw(module: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    o = cfg.optim
+    return torch.optim.AdamW(
+        module.parameters(), lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+    )
+
+
+def build_run(
+    cfg: TrainConfig,
+    run_dir: Path,
+    device: torch.device,
+    pool_factory: Any = None,
+    overfit: int = 0,
+) -> Run:
+    """Data, model, discriminator, optimizers and log files for `cfg` (fresh weights)."""
+    logger = setup_logging(run_dir)
+    train_set, valid_set = _datasets(cfg, overfit)
+    _seed_everything(cfg.train.seed)
+    model = create_model(cfg.model.arch, model_config(cfg.model)).to(device)
+    t = cfg.train
+    run = Run(
+        cfg=cfg, run_dir=run_dir, device=device, model=model, gen=_ddp(model, device),
+        optimizer=_adamw(model, cfg, cfg.optim.lr), train_set=train_set, valid_set=valid_set,
+        total_steps=0, logger=logger, files=RunFiles(run_dir, distrib.is_main()),
+    )  # fmt: skip
+    per_epoch = len(run.epoch_plan(0)) // t.grad_accum
+    run.total_steps = t.max_steps or per_epoch * t.epochs
+    run.autocast = _amp(cfg, device, logger)
+    run.progress.overfit = overfit
+    if cfg.discriminator.enabled:
+        run.disc = create_discriminator({"ndf": cfg.discriminator.ndf}).to(device)
+        run.disc_ddp = _ddp(run.disc, device)
+        run.disc_optimizer = _adamw(run.disc, cfg, cfg.discriminator.lr)
+        make_pool = pool_factory or PesqPool
+        run.pool = make_pool(cfg.discriminator.pesq_workers)
+    _log_start(run, per_epoch)
+    return run
+
+
+def _log_start(run: Run, per_epoch: int) -> None:
+    t, log = run.cfg.train, run.logger
+    log.info("%s", run.train_set.describe())
+    log.info("%s", run.valid_set.describe())
+    log.info("generator %s: %s parameters", run.cfg.model.arch, f"{count_parameters(run.model):,}")
+    if run.disc is not None:
+        log.info("discriminator: %s parameters", f"{count_parameters(run.disc):,}")
+    world = distrib.world_size()
+    effective = t.batch_size * t.grad_accum * world
+    log.info(
+        f"effective batch size {effective} (batch {t.batch_size} x grad_accum {t.grad_accum} "
+        f"x {world} process(es)); {per_epoch} steps per epoch, {run.total_steps} in total"
+    )
+    if effective < 4 and run.main:
+        log.warning(
+            f"effective batch size {effective} is below 4: gradients will be very noisy; "
+            "raise train.batch_size or train.grad_accum"
+        )
+
+
+def save_latest(run: Run, *also: Path) -> None:
+    """Rank 0: write latest.pt (and the same state to the `also` paths), atomically."""
+    save_to(run, run.ckpt_dir / "latest.pt", *also)
+    run.last_save = time.monotonic()
+
+
+def save_to(run: Run, *paths: Path) -> None:
+    """Rank 0: write the full training state to each path (atomic writes)."""
+    if not run.main:
+        return
+    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        save_train_state(
+            path, run.model, run.optimizer, run.progress, run.cfg.to_dict(), run.disc,
+            run.disc_optimizer,
+        )  # fmt: skip
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def check_in_sync(run: Run) -> None:
+    """Under DDP, confirm every rank ended with the same weights (a cheap checksum)."""
+    if distrib.world_size() == 1:
+        return
+    checksum = float(sum(p.detach().double().sum() for p in run.model.parameters()))
+    sums = distrib.all_gather(checksum)
+    if len(set(sums)) == 1:
+        run.logger.info("parameters identical on all %d processes", len(sums))
+    else:
+        run.logger.warning("parameter checksums differ between processes: %s", sums)

@@ -1,0 +1,399 @@
+"""The training loop: exact resume, checkpoints, non-finite steps, discriminator masking."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from mbsnet.checkpoint import model_from_checkpoint
+from mbsnet.cli import main
+from mbsnet.train import loop
+from mbsnet.train.config import TrainConfig
+from mbsnet.train.pesq_targets import PesqBatch
+
+SR = 16000
+
+
+def _write_pairs(folder, count, seed):
+    rng = np.random.default_rng(seed)
+    for split in ("clean", "noisy"):
+        (folder / split).mkdir(parents=True)
+    for i in range(count):
+        n = int(SR * (1.0 + 0.2 * i))
+        t = np.arange(n) / SR
+        clean = 0.3 * np.sin(2 * np.pi * (200 + 40 * i) * t) * (1 + np.sin(2 * np.pi * 3 * t))
+        noisy = clean + 0.05 * rng.standard_normal(n)
+        sf.write(folder / "clean" / f"u{i}.wav", clean.astype(np.float32), SR)
+        sf.write(folder / "noisy" / f"u{i}.wav", noisy.astype(np.float32), SR)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    _write_pairs(root / "train", 6, 0)
+    _write_pairs(root / "test", 2, 1)
+    return root
+
+
+def _cfg(data_dir, disc=False, **train):
+    cfg = TrainConfig.defaults()
+    overrides = [
+        'model.preset="tiny"',
+        f'data.data_dir="{data_dir}"',
+        "data.segment_seconds=0.5",
+        "train.batch_size=2",
+        "train.num_workers=0",
+        "train.log_every_steps=1",
+        "optim.warmup_steps=2",
+        "checkpoint.every_steps=0",
+        "checkpoint.every_minutes=0",
+        'validation.mode="cuts"',
+        "validation.cut_seconds=1.0",
+        f"discriminator.enabled={'true' if disc else 'false'}",
+        "discriminator.pesq_workers=0",
+        "early_stopping.patience=0",
+    ]
+    overrides += [f"train.{k}={v}" for k, v in train.items()]
+    return cfg.apply_overrides(overrides)
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("batch, accum", [(2, 1), (1, 2)])
+def test_resume_is_bitwise_identical(data_dir, tmp_path, batch, accum):
+    # Step schedule: the learning rate does not depend on the total number of steps.
+    cfg = _cfg(data_dir, disc=True, batch_size=batch, grad_accum=accum)
+    cfg = cfg.apply_overrides(['optim.schedule="step"'])
+    loop.train(cfg, tmp_path / "full", max_steps=5, progress=False)
+    # 3 steps per epoch: the first half stops, and the resume starts, mid-epoch 0.
+    loop.train(cfg, tmp_path / "half", max_steps=2, progress=False)
+    mid = torch.load(tmp_path / "half/checkpoints/latest.pt", weights_only=True)
+    assert mid["extra"]["train"]["progress"]["batch"] == 2 * accum
+    loop.train(None, tmp_path / "half", resume=True, max_steps=5, progress=False)
+    full = torch.load(tmp_path / "full/checkpoints/latest.pt", weights_only=True)
+    half = torch.load(tmp_path / "half/checkpoints/latest.pt", weights_only=True)
+    assert half["extra"]["train"]["progress"]["step"] == 5
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, half["state_dict"][key]), key
+    for key, value in full["extra"]["train"]["disc"].items():
+        assert torch.equal(value, half["extra"]["train"]["disc"][key]), key
+
+
+def _train_cli(*args):
+    return CliRunner().invoke(main, ["train", "--quiet", *args])
+
+
+def test_cli_checkpoints_load_and_enhance(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = _train_cli(
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "2",
+        "--set",
+        'model.preset="tiny"',
+        "--set",
+        "data.segment_seconds=0.5",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "train.num_workers=0",
+        "--set",
+        "discriminator.enabled=false",
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("latest.pt", "best.pt"):
+        ckpt = torch.load(run_dir / "checkpoints" / name, weights_only=True)
+        assert ckpt["extra"]["train"]["progress"]["step"] == 2
+        model_from_checkpoint(run_dir / "checkpoints" / name)
+    for name in ("train.log", "steps.csv", "config.toml"):
+        assert (run_dir / name).is_file()
+    out = tmp_path / "enhanced.wav"
+    noisy = data_dir / "test" / "noisy" / "u0.wav"
+    result = CliRunner().invoke(
+        main,
+        [
+            "enhance",
+            str(noisy),
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(run_dir / "checkpoints" / "best.pt"),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert sf.info(out).frames == sf.info(noisy).frames
+    result = CliRunner().invoke(main, ["train-plot", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_failed_save_keeps_previous_latest(data_dir, tmp_path, monkeypatch):
+    cfg = _cfg(data_dir).apply_overrides(["checkpoint.every_steps=1"])
+    real_save, calls = torch.save, []
+
+    def failing_save(obj, f, *args, **kwargs):
+        calls.append(f)
+        if len(calls) == 2:  # die half-way through the second write
+            with open(f, "wb") as handle:
+                handle.write(b"partial")
+            raise KeyboardInterrupt("killed during save")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg, tmp_path, max_steps=3, progress=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    ckpt = torch.load(tmp_path / "checkpoints/latest.pt", weights_only=True)
+    assert ckpt["extra"]["train"]["progress"]["step"] == 1
+    model_from_checkpoint(tmp_path / "checkpoints/latest.pt")
+
+
+def _nan_on(monkeypatch, bad_calls):
+    real, calls = loop.losses.generator_loss, []
+
+    def patched(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if torch.is_grad_enabled():  # training steps only, not validation
+            calls.append(1)
+            if len(calls) in bad_calls:
+                result.total = result.total * float("nan")
+        return result
+
+    monkeypatch.setattr(loop.losses, "generator_loss", patched)
+
+
+def test_consecutive_nonfinite_steps_stop_naming_the_step(data_dir, tmp_path, monkeypatch):
+    _nan_on(monkeypatch, bad_calls=range(2, 100))
+    cfg = _cfg(data_dir, max_consecutive_nonfinite=3)
+    with pytest.raises(loop.TrainingError, match="stopped at step 4: 3 consecutive"):
+        loop.train(cfg, tmp_path, max_steps=6, progress=False)
+
+
+def test_single_nonfinite_step_is_skipped_and_counted(data_dir, tmp_path, monkeypatch):
+    _nan_on(monkeypatch, bad_calls={2})
+    progress = loop.train(_cfg(data_dir), tmp_path, max_steps=3, progress=False)
+    assert progress.step == 3 and progress.nonfinite_total == 1
+    rows = _rows(tmp_path / "steps.csv")
+    assert [r["nonfinite_steps"] for r in rows] == ["0", "1", "1"]
+    ckpt = torch.load(tmp_path / "checkpoints/latest.pt", weights_only=True)
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
+
+
+class _StubPool:
+    """PesqPool stand-in: sample i is invalid when i is in `invalid` (or all: None)."""
+
+    def __init__(self, invalid):
+        self.invalid, self.last_wait_s = invalid, 0.0
+
+    def submit(self, clean, enhanced, lengths):
+        return len(lengths)
+
+    def result(self, size):
+        bad = set(range(size)) if self.invalid is None else self.invalid
+        valid = torch.tensor([i not in bad for i in range(size)])
+        scores = torch.where(valid, torch.tensor(0.5), torch.tensor(float("nan")))
+        return PesqBatch(scores, valid, [None if v else "stub" for v in valid])
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("invalid", [{0}, None])
+def test_discriminator_masking_in_the_loop(data_dir, tmp_path, invalid):
+    cfg = _cfg(data_dir, disc=True)
+    loop.train(
+        cfg, tmp_path, max_steps=3, progress=False, pool_factory=lambda workers: _StubPool(invalid)
+    )
+    rows = _rows(tmp_path / "steps.csv")
+    assert len(rows) == 3 and all(float(r["pesq_fail_rate"]) > 0 for r in rows)
+    if invalid is None:
+        assert all(r["disc_loss"] == "" for r in rows)
+        assert [r["disc_steps_skipped"] for r in rows] == ["1", "2", "3"]
+    else:
+        assert all(float(r["disc_loss"]) > 0 for r in rows)
+        assert all(r["disc_steps_skipped"] == "0" for r in rows)
+
+
+def test_validation_uses_its_own_fixed_items(data_dir, tmp_path, monkeypatch):
+    seen = []
+    real = loop.validate
+
+    def spy(model, dataset, loss_fn, device):
+        seen.append([dataset[i][1].clone() for i in range(len(dataset))])
+        return real(model, dataset, loss_fn, device)
+
+    monkeypatch.setattr(loop, "validate", spy)
+    loop.train(_cfg(data_dir), tmp_path, max_steps=6, progress=False)  # 2 epochs
+    assert len(seen) == 2
+    for a, b in zip(*seen, strict=True):
+        assert a.shape == (SR,)  # validation.cut_seconds, not the 0.5 s train segment
+        assert torch.equal(a, b)
+    assert len(_rows(tmp_path / "epochs.csv")) == 2
+
+
+def test_effective_batch_warning(data_dir, tmp_path):
+    loop.train(_cfg(data_dir), tmp_path / "small", max_steps=1, progress=False)
+    assert "effective batch size 2 is below 4" in (tmp_path / "small/train.log").read_text()
+    cfg = _cfg(data_dir, grad_accum=2)
+    loop.train(cfg, tmp_path / "ok", max_steps=1, progress=False)
+    log = (tmp_path / "ok/train.log").read_text()
+    assert "effective batch size 4 (batch 2 x grad_accum 2" in log and "below 4" not in log
+
+
+def test_print_config_and_overrides(tmp_path):
+    import tomllib
+
+    result = _train_cli("--print-config", "--set", "train.batch_size=8")
+    assert result.exit_code == 0, result.output
+    parsed = tomllib.loads(result.output)
+    assert parsed["train"]["batch_size"] == 8
+    path = tmp_path / "cfg.toml"
+    path.write_text(result.output)
+    assert TrainConfig.from_toml(path).train.batch_size == 8
+    result = _train_cli("--print-config", "--set", "train.bogus=1")
+    assert result.exit_code != 0
+    assert "train.bogus" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_resume_rejects_another_model(data_dir, tmp_path):
+    from mbsnet.checkpoint import CheckpointError
+    from mbsnet.models import create_model, preset_config
+    from mbsnet.train.state import read_train_state, restore_train_state
+
+    loop.train(_cfg(data_dir), tmp_path, max_steps=1, progress=False)
+    path = tmp_path / "checkpoints/latest.pt"
+    other = create_model("mbsnet", preset_config("base"))
+    optimizer = torch.optim.AdamW(other.parameters())
+    with pytest.raises(CheckpointError, match="another model config"):
+        restore_train_state(read_train_state(path), path, other, optimizer)
+
+
+def test_ddp_two_cpu_processes(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "mbsnet",
+        "train",
+        "--quiet",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        "3",
+        "--set",
+        'model.preset="tiny"',
+        "--set",
+        "data.segment_seconds=0.5",
+        "--set",
+        "train.batch_size=1",
+        "--set",
+        "train.num_workers=0",
+        "--set",
+        "discriminator.pesq_workers=0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (run_dir / "train.log").read_text()
+    assert "2 process(es)" in log and "parameters identical on all 2 processes" in log
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "best.pt",
+        "epoch_0000.pt",
+        "latest.pt",
+    ]
+    assert len(_rows(run_dir / "epochs.csv")) == 1  # one writer: no duplicated rows
+    model_from_checkpoint(run_dir / "checkpoints/latest.pt")
+
+
+def test_sigterm_saves_and_exits_then_resumes(data_dir, tmp_path, monkeypatch):
+    import signal
+
+    real, calls = loop.train_step, []
+
+    def step_then_signal(run, micro_batches):
+        calls.append(1)
+        if len(calls) == 2:  # the signal arrives during step 2
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(run, micro_batches)
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    progress = loop.train(_cfg(data_dir), tmp_path, max_steps=5, progress=False)
+    assert progress.step == 2
+    log = (tmp_path / "train.log").read_text()
+    assert "stop requested (SIGTERM)" in log and f"--resume {tmp_path}" in log
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    ckpt = torch.load(tmp_path / "checkpoints/latest.pt", weights_only=True)
+    assert ckpt["extra"]["train"]["progress"]["step"] == 2
+    monkeypatch.setattr(loop, "train_step", real)
+    with pytest.raises(loop.TrainingError, match="already holds a run"):
+        loop.train(_cfg(data_dir), tmp_path, max_steps=5, progress=False)
+    assert loop.train(None, tmp_path, resume=True, progress=False).step == 5
+
+
+def test_overfit_reports_pesq(data_dir, tmp_path):
+    result = _train_cli(
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(tmp_path),
+        "--max-steps",
+        "2",
+        "--overfit",
+        "2",
+        "--set",
+        'model.preset="tiny"',
+        "--set",
+        "data.segment_seconds=0.5",
+        "--set",
+        "train.batch_size=2",
+        "--set",
+        "train.num_workers=0",
+        "--set",
+        "discriminator.enabled=false",
+    )
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "train.log").read_text()
+    assert "train: 2 pairs" in log and "validation: 2 whole files" in log
+    assert "overfit on 2 training pair(s): PESQ" in log
+    ckpt = torch.load(tmp_path / "checkpoints/latest.pt", weights_only=True)
+    assert ckpt["extra"]["train"]["progress"]["overfit"] == 2
+
+
+def test_mixing_mode_trains(data_dir, tmp_path):
+    def dirs(*parts):
+        return "[" + ", ".join(f'"{data_dir.joinpath(*p.split("/"))}"' for p in parts) + "]"
+
+    cfg = _cfg(data_dir).apply_overrides([
+        'data.mode="mixing"', f"data.speech_dirs={dirs('train/clean')}",
+        f"data.noise_dirs={dirs('train/noisy')}", f"data.valid_speech_dirs={dirs('test/clean')}",
+        f"data.valid_noise_dirs={dirs('test/noisy')}", "validation.mixing_items=2",
+    ])  # fmt: skip
+    progress = loop.train(cfg, tmp_path, max_steps=2, progress=False)
+    assert progress.step == 2 and np.isfinite(progress.best_pesq)
+    assert "validation: 2" in (tmp_path / "train.log").read_text()
