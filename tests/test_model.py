@@ -151,3 +151,18 @@ def test_band_to_bins_equals_per_bin_loop():
         start += width
     expected = torch.stack(expected, 2).permute(0, 3, 2, 1)  # (B, 6, F, T)
     torch.testing.assert_close(head(features), expected)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    model = create_model("mbsnet", preset_config("tiny"))
+    wave = torch.randn(2, 4000)
+
+    def grads(flag):
+        model.zero_grad()
+        model.checkpoint_blocks = flag
+        model(wave).pow(2).mean().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    for plain, recomputed in zip(grads(False), grads(True), strict=True):
+        torch.testing.assert_close(recomputed, plain)
+    assert "checkpoint_blocks" not in str(model.state_dict().keys())

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mbsnet import SAMPLE_RATE
 from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit
@@ -52,6 +53,9 @@ class MaskingEnhancer(nn.Module):
         self.band_split = BandSplit(self.layout, config.d_model)
         self.encoder = nn.ModuleList()
         self.decoder: nn.Module = nn.Identity()
+        # Activation checkpointing of whole encoder blocks (train.activation_checkpointing):
+        # a runtime switch for small GPUs, not part of the architecture or the checkpoint.
+        self.checkpoint_blocks = False
 
     @property
     def min_samples(self) -> int:
@@ -61,8 +65,9 @@ class MaskingEnhancer(nn.Module):
     def estimate_mask(self, spec: torch.Tensor) -> torch.Tensor:
         """Shape: normalized spectrum (B, 2, F, T) -> mask (B, 3, 2, F, T)."""
         h = self.band_split(spec)  # (B, K, T, D)
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for block in self.encoder:
-            h = block(h)
+            h = checkpoint(block, h, use_reentrant=False) if recompute else block(h)
         return self.decoder(h)
 
     def enhance_spectrum(self, spec: torch.Tensor) -> torch.Tensor:

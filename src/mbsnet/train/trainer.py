@@ -303,6 +303,7 @@ def build_run(
     train_set, valid_set = _datasets(cfg, overfit)
     _seed_everything(cfg.train.seed)
     model = create_model(cfg.model.arch, model_config(cfg.model)).to(device)
+    model.checkpoint_blocks = cfg.train.activation_checkpointing
     t = cfg.train
     run = Run(
         cfg=cfg, run_dir=run_dir, device=device, model=model, gen=_ddp(model, device),
