@@ -397,3 +397,31 @@ def test_mixing_mode_trains(data_dir, tmp_path):
     progress = loop.train(cfg, tmp_path, max_steps=2, progress=False)
     assert progress.step == 2 and np.isfinite(progress.best_pesq)
     assert "validation: 2" in (tmp_path / "train.log").read_text()
+
+
+def test_best_follows_every_gain_while_patience_needs_min_delta(monkeypatch, tmp_path):
+    import logging
+    from types import SimpleNamespace
+
+    from mbsnet.train import loop
+    from mbsnet.train.state import Progress
+
+    scores = iter([1.50, 1.505, 1.52, 1.40])
+    monkeypatch.setattr(loop, "validate", lambda *args: (next(scores), 0.1, 6))
+    saved: list[int] = []
+    monkeypatch.setattr(loop, "save_to", lambda run, path: saved.append(run.progress.step))
+    run = SimpleNamespace(
+        progress=Progress(),
+        cfg=SimpleNamespace(early_stopping=SimpleNamespace(min_delta=0.01, patience=10)),
+        model=None, valid_set=None, device=None, ckpt_dir=tmp_path,
+        logger=logging.getLogger("test"), last_pesq=float("nan"),
+    )  # fmt: skip
+    history = []
+    for step in range(4):
+        run.progress.step = step
+        loop._validate(run)
+        history.append((run.progress.best_pesq, run.progress.bad_validations))
+    # 1.505 beats 1.50 (best.pt saved) but not by min_delta (a bad validation for patience);
+    # 1.52 beats the patience reference 1.50 by more than min_delta (counter reset).
+    assert history == [(1.50, 0), (1.505, 1), (1.52, 0), (1.52, 1)]
+    assert saved == [0, 1, 2]

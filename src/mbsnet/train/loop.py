@@ -183,10 +183,13 @@ def _validate(run: Run) -> tuple[float, float]:
     start = time.monotonic()
     pesq, loss, count = validate(run.model, run.valid_set, loss_fn, run.device)
     p.last_validation_step, run.last_pesq = p.step, pesq
-    improved = math.isfinite(pesq) and pesq > p.best_pesq + es.min_delta
+    # best.pt follows every gain; min_delta only decides what counts as progress for patience.
+    improved = math.isfinite(pesq) and pesq > p.best_pesq
     if improved:
-        p.best_pesq, p.best_step, p.bad_validations = pesq, p.step, 0
+        p.best_pesq, p.best_step = pesq, p.step
         save_to(run, run.ckpt_dir / "best.pt")
+    if math.isfinite(pesq) and pesq > p.patience_pesq + es.min_delta:
+        p.patience_pesq, p.bad_validations = pesq, 0
     else:
         p.bad_validations += 1
     run.logger.info(

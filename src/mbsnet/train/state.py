@@ -31,8 +31,9 @@ class Progress:
     epoch: int = 0
     step: int = 0
     batch: int = 0
-    best_pesq: float = float("-inf")
+    best_pesq: float = float("-inf")  # best.pt holds the model of this score
     best_step: int = -1
+    patience_pesq: float = float("-inf")  # early stopping: last score that beat min_delta
     bad_validations: int = 0
     last_validation_step: int = -1
     nonfinite_total: int = 0
