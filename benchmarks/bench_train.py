@@ -34,11 +34,17 @@ def _shared_pairs() -> Path | None:
 
 
 def _data_dir(tmp: Path, pairs: Path) -> Path:
-    """train/ and test/ views of the pairs (symlinks), the layout `mbsnet train` reads."""
+    """train/ and test/ views of the pairs (symlinks), the layout `mbsnet train` reads.
+
+    Each pair is linked twice under two names, so that a batch of 8 fits in one epoch.
+    """
     for split in ("train", "test"):
-        (tmp / split).mkdir(parents=True)
         for side in ("clean", "noisy"):
-            (tmp / split / side).symlink_to(pairs / side)
+            folder = tmp / split / side
+            folder.mkdir(parents=True)
+            for source in sorted((pairs / side).glob("*.wav")):
+                for copy in ("a", "b"):
+                    (folder / f"{copy}_{source.name}").symlink_to(source)
     return tmp
 
 
