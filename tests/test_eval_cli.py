@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from vbd_files import copy_pairs
 
 from mbsnet import distrib
 from mbsnet.audio import resample
@@ -33,15 +34,6 @@ def run(*args: object):
     return CliRunner().invoke(main, ["eval", *map(str, args)])
 
 
-def copy_pairs(shared: Path, dest: Path, names, enhanced: bool = False) -> Path:
-    folders = {"noisy": "noisy", "clean": "clean"}
-    if enhanced:
-        folders["enhanced"] = "enhanced_cmgan"
-    for mine, theirs in folders.items():
-        (dest / mine).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            shutil.copy(shared / "vbd_test25" / theirs / f"{name}.wav", dest / mine)
-    return dest
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

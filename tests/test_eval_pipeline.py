@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 from torch import nn
+from vbd_files import copy_pairs
 
 from mbsnet.audio import resample
 from mbsnet.eval import METRICS, compute_metrics
@@ -28,16 +28,6 @@ COLUMN |= {"ssnr": "py_SSNR", "stoi": "py_STOI"}
 SHORT = ("p232_052", "p232_170", "p257_054", "p257_143")  # 2.1-2.5 s: fast to score
 
 
-def copy_pairs(shared: Path, dest: Path, names, enhanced: bool = False) -> Path:
-    """A test dir (noisy/, clean/, optionally enhanced/) holding copies of vbd_test25 files."""
-    folders = {"noisy": "noisy", "clean": "clean"}
-    if enhanced:
-        folders["enhanced"] = "enhanced_cmgan"
-    for mine, theirs in folders.items():
-        (dest / mine).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            shutil.copy(shared / "vbd_test25" / theirs / f"{name}.wav", dest / mine)
-    return dest
 
 
 def published(shared: Path) -> dict[str, dict[str, float]]:

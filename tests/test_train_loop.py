@@ -90,6 +90,16 @@ def test_resume_is_bitwise_identical(data_dir, tmp_path, batch, accum):
         assert torch.equal(value, half["extra"]["train"]["disc"][key]), key
 
 
+# A tiny CPU run without the discriminator, as `--set` options for `mbsnet train`.
+TINY_RUN = [
+    f"--set={setting}"
+    for setting in (
+        'model.preset="tiny"', "data.segment_seconds=0.5", "train.batch_size=2",
+        "train.num_workers=0", "discriminator.enabled=false",
+    )
+]  # fmt: skip
+
+
 def _train_cli(*args):
     return CliRunner().invoke(main, ["train", "--quiet", *args])
 
@@ -103,16 +113,7 @@ def test_cli_checkpoints_load_and_enhance(data_dir, tmp_path):
         str(run_dir),
         "--max-steps",
         "2",
-        "--set",
-        'model.preset="tiny"',
-        "--set",
-        "data.segment_seconds=0.5",
-        "--set",
-        "train.batch_size=2",
-        "--set",
-        "train.num_workers=0",
-        "--set",
-        "discriminator.enabled=false",
+        *TINY_RUN,
     )
     assert result.exit_code == 0, result.output
     for name in ("latest.pt", "best.pt"):
@@ -366,16 +367,7 @@ def test_overfit_reports_pesq(data_dir, tmp_path):
         "2",
         "--overfit",
         "2",
-        "--set",
-        'model.preset="tiny"',
-        "--set",
-        "data.segment_seconds=0.5",
-        "--set",
-        "train.batch_size=2",
-        "--set",
-        "train.num_workers=0",
-        "--set",
-        "discriminator.enabled=false",
+        *TINY_RUN,
     )
     assert result.exit_code == 0, result.output
     log = (tmp_path / "train.log").read_text()

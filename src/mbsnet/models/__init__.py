@@ -43,6 +43,15 @@ def preset_config(name: str) -> MBSNetConfig:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
 
 
+def config_from_dict(config_cls: type, values: dict[str, Any], owner: str) -> Any:
+    """A config dataclass from plain data (e.g. a checkpoint), naming fields `owner` lacks."""
+    known = {field.name for field in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"config fields not in {owner}: {', '.join(unknown)}")
+    return config_cls(**values)
+
+
 def create_model(arch: str, config: Any = None) -> nn.Module:
     """Build a model from its registry name and a config dataclass or plain dict.
 
@@ -54,11 +63,7 @@ def create_model(arch: str, config: Any = None) -> nn.Module:
     if config is None:
         config = config_cls()
     elif isinstance(config, dict):
-        known = {field.name for field in dataclasses.fields(config_cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"config fields not in {arch}: {', '.join(unknown)}")
-        config = config_cls(**config)
+        config = config_from_dict(config_cls, config, arch)
     elif not isinstance(config, config_cls):
         raise ValueError(f"{arch} needs a {config_cls.__name__}, got {type(config).__name__}")
     return model_cls(config)

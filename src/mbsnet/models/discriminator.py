@@ -17,7 +17,6 @@ Spectral normalization of the conv and linear weights is kept as in CMGAN (``spe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -120,9 +119,7 @@ def create_discriminator(
     Raises ValueError for fields the config does not have.
     """
     if isinstance(config, dict):
-        known = {f.name for f in dataclasses.fields(MetricDiscriminatorConfig)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(f"config fields not in the discriminator: {', '.join(unknown)}")
-        config = MetricDiscriminatorConfig(**config)
+        from mbsnet.models import config_from_dict
+
+        config = config_from_dict(MetricDiscriminatorConfig, config, "the discriminator")
     return MetricDiscriminator(config)
