@@ -100,7 +100,7 @@ def test_scan_reports_every_problem(pair_dir):
     assert "1 clean file(s) without a noisy file: clean_only.wav" in summary
     assert "long.wav (clean 16000 vs noisy 17600 frames)" in summary
     assert "2 file(s) not at 16 kHz" in summary and "48000 Hz" in summary
-    assert "resample=True" in summary and "resample the corpus first" in summary
+    assert "--set data.resample=true" in summary and "resample the corpus first" in summary
     assert "2 multichannel file(s)" in summary
     assert "2 unreadable file(s)" in summary
 
@@ -314,6 +314,21 @@ def test_collect_audio_files(tmp_path, mix_files):
     assert both[0].name == "r.wav" and len(both) == 4
     with pytest.raises(DataError, match="audio folder not found"):
         collect_audio_files([tmp_path / "missing"])
+
+
+def test_holdout_split_is_by_name_and_never_empty(tmp_path):
+    from mbsnet.train.files import holdout_split
+
+    files = [tmp_path / "a" / f"f{i:02d}.wav" for i in range(40)]
+    train, held = holdout_split(files, 0.1, "speech")
+    assert len(held) == 4 and len(train) == 36 and not set(train) & set(held)
+    assert train == [f for f in files if f in set(train)]  # original order kept
+    moved = [tmp_path / "b" / f.name for f in reversed(files)]  # other folder and order
+    assert {f.name for f in holdout_split(moved, 0.1, "speech")[1]} == {f.name for f in held}
+    assert [len(part) for part in holdout_split(files[:2], 0.01, "noise")] == [1, 1]
+    assert len(holdout_split(files[:3], 0.99, "noise")[0]) == 1  # one always left to train
+    with pytest.raises(DataError, match="noise: 1 file"):
+        holdout_split(files[:1], 0.1, "noise")
 
 
 def _snr(noisy: np.ndarray, clean: np.ndarray) -> float:

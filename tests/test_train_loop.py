@@ -59,6 +59,7 @@ def _cfg(data_dir, disc=False, **train):
         "validation.cut_seconds=1.0",
         f"discriminator.enabled={'true' if disc else 'false'}",
         "discriminator.pesq_workers=0",
+        "validation.pesq_workers=0",
         "early_stopping.patience=0",
     ]
     overrides += [f"train.{k}={v}" for k, v in train.items()]
@@ -72,22 +73,32 @@ def _rows(path):
 
 @pytest.mark.parametrize("batch, accum", [(2, 1), (1, 2)])
 def test_resume_is_bitwise_identical(data_dir, tmp_path, batch, accum):
-    # Step schedule: the learning rate does not depend on the total number of steps.
+    # The default cosine schedule: --stop-at-step pauses without changing its length.
     cfg = _cfg(data_dir, disc=True, batch_size=batch, grad_accum=accum)
-    cfg = cfg.apply_overrides(['optim.schedule="step"'])
     loop.train(cfg, tmp_path / "full", max_steps=5, progress=False)
     # 3 steps per epoch: the first half stops, and the resume starts, mid-epoch 0.
-    loop.train(cfg, tmp_path / "half", max_steps=2, progress=False)
+    loop.train(cfg, tmp_path / "half", max_steps=5, stop_at_step=2, progress=False)
     mid = torch.load(tmp_path / "half/checkpoints/latest.pt", weights_only=True)
     assert mid["extra"]["train"]["progress"]["batch"] == 2 * accum
-    loop.train(None, tmp_path / "half", resume=True, max_steps=5, progress=False)
+    assert "stopped at step 2 as asked" in (tmp_path / "half/train.log").read_text()
+    assert not (tmp_path / "half/checkpoints/best.pt").exists()  # no validation at the pause
+    loop.train(None, tmp_path / "half", resume=True, progress=False)
     full = torch.load(tmp_path / "full/checkpoints/latest.pt", weights_only=True)
     half = torch.load(tmp_path / "half/checkpoints/latest.pt", weights_only=True)
-    assert half["extra"]["train"]["progress"]["step"] == 5
+    assert half["extra"]["train"]["progress"] == full["extra"]["train"]["progress"]
     for key, value in full["state_dict"].items():
         assert torch.equal(value, half["state_dict"][key]), key
     for key, value in full["extra"]["train"]["disc"].items():
         assert torch.equal(value, half["extra"]["train"]["disc"][key]), key
+
+
+def test_resume_with_new_length_warns_and_stop_at_past_step_fails(data_dir, tmp_path):
+    loop.train(_cfg(data_dir), tmp_path, max_steps=4, stop_at_step=2, progress=False)
+    with pytest.raises(loop.TrainingError, match="already at step 2"):
+        loop.train(None, tmp_path, resume=True, stop_at_step=2, progress=False)
+    assert loop.train(None, tmp_path, resume=True, max_steps=3, progress=False).step == 3
+    log = (tmp_path / "train.log").read_text()
+    assert "train.max_steps changed from 4 to 3: the LR schedule is recomputed" in log
 
 
 # A tiny CPU run without the discriminator, as `--set` options for `mbsnet train`.
@@ -95,7 +106,7 @@ TINY_RUN = [
     f"--set={setting}"
     for setting in (
         'model.preset="tiny"', "data.segment_seconds=0.5", "train.batch_size=2",
-        "train.num_workers=0", "discriminator.enabled=false",
+        "train.num_workers=0", "discriminator.enabled=false", "validation.pesq_workers=0",
     )
 ]  # fmt: skip
 
@@ -238,9 +249,9 @@ def test_validation_uses_its_own_fixed_items(data_dir, tmp_path, monkeypatch):
     seen = []
     real = loop.validate
 
-    def spy(model, dataset, loss_fn, device):
+    def spy(model, dataset, loss_fn, device, pool):
         seen.append([dataset[i][1].clone() for i in range(len(dataset))])
-        return real(model, dataset, loss_fn, device)
+        return real(model, dataset, loss_fn, device, pool)
 
     monkeypatch.setattr(loop, "validate", spy)
     loop.train(_cfg(data_dir), tmp_path, max_steps=6, progress=False)  # 2 epochs
@@ -317,6 +328,8 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
         "train.num_workers=0",
         "--set",
         "discriminator.pesq_workers=0",
+        "--set",
+        "validation.pesq_workers=0",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
@@ -417,3 +430,53 @@ def test_best_follows_every_gain_while_patience_needs_min_delta(monkeypatch, tmp
     # 1.52 beats the patience reference 1.50 by more than min_delta (counter reset).
     assert history == [(1.50, 0), (1.505, 1), (1.52, 0), (1.52, 1)]
     assert saved == [0, 1, 2]
+
+
+def test_cli_mixing_mode_holds_out_validation_files(data_dir, tmp_path):
+    result = _train_cli("--print-config", "--speech", str(data_dir / "train/clean"),
+                        "--noise", str(data_dir / "train/noisy"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert 'mode = "mixing"' in result.output and "valid_speech_dirs = []" in result.output
+    both = _train_cli("--print-config", "--data-dir", str(data_dir), "--speech", str(data_dir))
+    assert both.exit_code != 0 and "not both" in both.output
+    result = _train_cli(
+        "--speech", str(data_dir / "train/clean"), "--noise", str(data_dir / "train/noisy"),
+        "--run-dir", str(tmp_path), "--max-steps", "1", "--set", "validation.mixing_items=2",
+        "--set", "data.valid_holdout=0.3", *TINY_RUN,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    log = (tmp_path / "train.log").read_text()
+    # 6 speech files: round(0.3 * 6) = 2 held out, 4 left to train on.
+    assert "mixing train: 4 mixtures per epoch" in log and "mixing validation: 2 fixed" in log
+
+
+def test_overfit_recipe_applies_before_set(tmp_path):
+    import tomllib
+
+    from mbsnet.train.config import OVERFIT_SETTINGS
+
+    parsed = tomllib.loads(_train_cli("--print-config", "--overfit", "6").output)
+    for setting in OVERFIT_SETTINGS:
+        key, value = setting.split("=")
+        section, name = key.split(".")
+        assert parsed[section][name] == tomllib.loads(f"v = {value}")["v"], setting
+    result = _train_cli("--print-config", "--overfit", "6", "--set", "train.max_steps=7")
+    assert tomllib.loads(result.output)["train"]["max_steps"] == 7
+
+
+def test_validation_pesq_in_pool_matches_in_process(data_dir):
+    from mbsnet.train.data import ValidationSet, find_paired_splits
+    from mbsnet.train.pesq_targets import PesqPool
+
+    _, valid_scan = find_paired_splits(data_dir)
+    dataset = ValidationSet(valid_scan.pairs, "full", 1.0, 1)
+    model = torch.nn.Identity()
+
+    def noisy_as_output(noisy, clean, lengths):
+        return noisy, 0.0
+
+    here = loop.validate(model, dataset, noisy_as_output, torch.device("cpu"))
+    with PesqPool(1) as pool:
+        pooled = loop.validate(model, dataset, noisy_as_output, torch.device("cpu"), pool)
+    assert here[2] == pooled[2] == len(dataset)
+    assert here[0] == pytest.approx(pooled[0], abs=1e-6) and np.isfinite(here[0])

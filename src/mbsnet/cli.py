@@ -294,103 +294,14 @@ def eval_command(
         sys.exit(1)
 
 
-def _train_config(config: Path | None, data_dir: Path | None, overrides: tuple[str, ...]):
-    from mbsnet.train.config import ConfigError, TrainConfig
+def _add_training_commands() -> None:
+    from mbsnet.train.command import train, train_plot  # click only: no torch at import
 
-    try:
-        cfg = TrainConfig.from_toml(config) if config else TrainConfig.defaults()
-        extra = [f"data.data_dir={json.dumps(str(data_dir))}"] if data_dir else []
-        return cfg.apply_overrides([*extra, *overrides])
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+    main.add_command(train)
+    main.add_command(train_plot)
 
 
-@main.command()
-@click.option("--config", type=click.Path(path_type=Path), help="Training config (TOML).")
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path),
-    help="Paired data: train/{clean,noisy} and valid/ (or test/); sets data.data_dir.",
-)
-@click.option(
-    "--run-dir", type=click.Path(path_type=Path),
-    help="Output folder: checkpoints/, train.log, steps.csv, epochs.csv, config.toml.",
-)
-@click.option(
-    "--resume", "resume_dir", type=click.Path(path_type=Path),
-    help="Continue the run in this folder from checkpoints/latest.pt (its own config).",
-)
-@click.option(
-    "--max-steps", type=click.IntRange(min=1),
-    help="Total optimizer steps (sets train.max_steps, also the LR schedule's length).",
-)
-@click.option(
-    "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-    help="Override one config value (TOML syntax, repeatable), e.g. train.batch_size=8.",
-)
-@click.option("--print-config", is_flag=True, help="Print the resulting config as TOML and exit.")
-@click.option(
-    "--overfit", type=click.IntRange(min=1), default=None,
-    help="Sanity check: train and validate on the first N training pairs; log their PESQ.",
-)
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(
-    config: Path | None, data_dir: Path | None, run_dir: Path | None, resume_dir: Path | None,
-    max_steps: int | None, overrides: tuple[str, ...], print_config: bool, overfit: int | None,
-    quiet: bool,
-) -> None:
-    """Train a model (metric-GAN recipe): fresh with --run-dir, or continue with --resume.
-
-    Checkpoints go to RUN_DIR/checkpoints: latest.pt (every checkpoint.every_steps steps,
-    every checkpoint.every_minutes, each epoch end, and on SIGTERM/SIGINT, after which the
-    run exits cleanly), best.pt (best validation PESQ) and epoch_XXXX.pt. All are ordinary
-    checkpoints for `mbsnet enhance` and `mbsnet eval`. Runs under
-    `torchrun --nproc_per_node K -m mbsnet train ...` as DistributedDataParallel.
-    """
-    if print_config:
-        if resume_dir is not None:
-            raise click.UsageError("--print-config shows a new run's config; not with --resume")
-        click.echo(_train_config(config, data_dir, overrides).to_toml(), nl=False)
-        return
-    if resume_dir is not None and (config or data_dir or run_dir or overrides or overfit):
-        raise click.UsageError("--resume takes only --max-steps (the run keeps its config)")
-    if resume_dir is None and run_dir is None:
-        raise click.UsageError("give --run-dir for a new run, or --resume RUN_DIR")
-    _run_training(config, data_dir, run_dir, resume_dir, max_steps, overrides, overfit or 0, quiet)
-
-
-def _run_training(
-    config, data_dir, run_dir, resume_dir, max_steps, overrides, overfit: int, quiet: bool
-) -> None:
-    from mbsnet.checkpoint import CheckpointError
-    from mbsnet.train.config import ConfigError
-    from mbsnet.train.files import DataError
-    from mbsnet.train.loop import TrainingError
-    from mbsnet.train.loop import train as run_train
-
-    try:
-        if resume_dir is not None:
-            run_train(None, resume_dir, resume=True, max_steps=max_steps, progress=not quiet)
-        else:
-            cfg = _train_config(config, data_dir, overrides)
-            run_train(cfg, run_dir, max_steps=max_steps, progress=not quiet, overfit=overfit)
-    except (CheckpointError, ConfigError, DataError, TrainingError, ValueError) as error:
-        raise click.ClickException(str(error)) from None
-
-
-@main.command("train-plot")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), help="PNG (default RUN_DIR/curves.png)."
-)
-def train_plot(run_dir: Path, output: Path | None) -> None:
-    """Plot training loss and validation PESQ of a `mbsnet train` RUN_DIR to a PNG."""
-    from mbsnet.train.plot import PlotError, plot_run
-
-    try:
-        click.echo(str(plot_run(run_dir, output)))
-    except PlotError as error:
-        raise click.ClickException(str(error)) from None
-
+_add_training_commands()
 
 if __name__ == "__main__":
     main()

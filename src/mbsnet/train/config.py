@@ -66,6 +66,11 @@ class DataSection:
     valid_noise_dirs: list[str] = field(
         default_factory=list, metadata=_meta("mixing: folders of held-out validation noise")
     )
+    valid_holdout: float = _f(
+        0.05,
+        "mixing, when a valid_*_dirs list is empty: share of those training files held out "
+        "for validation instead (chosen by file name, at least one)",
+    )
     segment_seconds: float = _f(2.0, "training segment length; shorter files are zero-padded")
     snr_db: list[float] = field(
         default_factory=lambda: [-5.0, 15.0], metadata=_meta("mixing: SNR range [low, high], dB")
@@ -87,6 +92,7 @@ class ValidationSection:
     mixing_items: int = _f(50, "mixing: number of fixed validation mixtures")
     mixing_seed: int = _f(1234, "mixing: seed of the validation mixtures")
     every_steps: int = _f(0, "validate every N optimizer steps; 0: at the end of each epoch")
+    pesq_workers: int = _f(2, "PESQ worker processes of validation; 0: in the training process")
 
 
 @dataclass
@@ -160,6 +166,20 @@ class EarlyStoppingSection:
     patience: int = _f(10, "validations without improvement before stopping; 0: off")
     min_delta: float = _f(0.01, "smallest PESQ gain counted as an improvement")
 
+
+OVERFIT_SETTINGS = (
+    "train.max_steps=2000",
+    "train.batch_size=2",
+    "optim.lr=1.5e-3",
+    "optim.min_lr=1e-4",
+    "optim.warmup_steps=50",
+    "validation.every_steps=100",
+    "checkpoint.every_steps=100",
+    "early_stopping.patience=0",
+)
+"""`mbsnet train --overfit N` applies these before the user's --set overrides: a few pairs
+make epochs of a few steps, so the run is counted in steps, validated every 100 of them and
+trained at a higher rate than the recipe's (measured on 6 VoiceBank pairs: see README)."""
 
 SECTIONS: dict[str, type] = {
     "model": ModelSection,
@@ -240,8 +260,10 @@ def _validate(cfg: TrainConfig) -> None:
         "data.snr_db": _is_range(cfg.data.snr_db),
         "data.level_dbfs": _is_range(cfg.data.level_dbfs),
         "data.rir_probability": 0.0 <= cfg.data.rir_probability <= 1.0,
+        "data.valid_holdout": 0.0 < cfg.data.valid_holdout < 1.0,
         "validation.mixing_items": cfg.validation.mixing_items >= 1,
         "validation.every_steps": cfg.validation.every_steps >= 0,
+        "validation.pesq_workers": cfg.validation.pesq_workers >= 0,
         "validation.cut_seconds": cfg.validation.cut_seconds > 0,
         "validation.cuts_per_file": cfg.validation.cuts_per_file >= 1,
         "optim.lr": cfg.optim.lr > 0,

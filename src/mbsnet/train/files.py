@@ -7,6 +7,7 @@ a file changed after the scan) raises `AudioError` / `DataError` when the file i
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -35,8 +36,8 @@ KIND_LABELS = {
 }
 KIND_HINTS = {
     "wrong_rate": (
-        f"mbsnet trains at {SAMPLE_RATE} Hz: pass resample=True to resample on load with soxr, "
-        "or resample the corpus first"
+        f"mbsnet trains at {SAMPLE_RATE} Hz: set data.resample = true (mbsnet train "
+        "--set data.resample=true) to resample on load with soxr, or resample the corpus first"
     ),
     "multichannel": "mbsnet trains on mono audio: downmix or pick a channel first",
 }
@@ -134,6 +135,29 @@ def collect_audio_files(dirs: PathLike | Iterable[PathLike]) -> list[Path]:
             raise DataError(f"audio folder not found: {folder}")
         files.update(dict.fromkeys(relative_audio_names(folder).values()))
     return list(files)
+
+
+def holdout_split(
+    files: Sequence[Path], fraction: float, role: str
+) -> tuple[list[Path], list[Path]]:
+    """Split files into (train, held out): the `fraction` with the lowest hash of their name.
+
+    The choice depends on each file's name only (SHA-1 of its basename), so it is the same
+    on every machine and does not move when files are added elsewhere in the folder. At least
+    one file is held out and at least one is kept.
+
+    Raises:
+        DataError: fewer than two files, so nothing can be held out.
+    """
+    if len(files) < 2:
+        raise DataError(
+            f"{role}: {len(files)} file(s) cannot be split into training and validation; "
+            f"give held-out {role} folders for validation"
+        )
+    ranked = sorted(files, key=lambda f: hashlib.sha1(Path(f).name.encode()).hexdigest())
+    count = min(len(files) - 1, max(1, round(fraction * len(files))))
+    held = set(ranked[:count])
+    return [f for f in files if f not in held], [f for f in files if f in held]
 
 
 @dataclass

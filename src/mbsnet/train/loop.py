@@ -181,7 +181,7 @@ def _validate(run: Run) -> tuple[float, float]:
         return enhanced, float(result.total)
 
     start = time.monotonic()
-    pesq, loss, count = validate(run.model, run.valid_set, loss_fn, run.device)
+    pesq, loss, count = validate(run.model, run.valid_set, loss_fn, run.device, run.valid_pool)
     p.last_validation_step, run.last_pesq = p.step, pesq
     # best.pt follows every gain; min_delta only decides what counts as progress for patience.
     improved = math.isfinite(pesq) and pesq > p.best_pesq
@@ -223,6 +223,15 @@ def _after_step(run: Run, row: dict[str, Any]) -> None:
         save_latest(run)
 
 
+def _stop_reason(run: Run) -> str:
+    """Why the run must pause after this step ("" when it goes on): a signal or stop_at_step."""
+    if run.stop.requested():
+        return f"stop requested ({run.stop.signal_name or 'signal on another rank'})"
+    if run.stop_at_step and run.progress.step >= run.stop_at_step and not _finished(run):
+        return f"stopped at step {run.progress.step} as asked (--stop-at-step)"
+    return ""
+
+
 def _finished(run: Run) -> bool:
     p = run.progress
     return p.stopped_early or p.step >= run.total_steps
@@ -257,13 +266,13 @@ def run_epoch(run: Run) -> bool:
         run.epoch_losses.append(row["loss"])
         bar.update(1)
         _after_step(run, row)
-        if run.stop.requested():
+        reason = _stop_reason(run)
+        if reason:
             bar.close()
             run.interrupted = True
             save_latest(run)
-            who = run.stop.signal_name or "signal on another rank"
             run.logger.info(
-                f"stop requested ({who}): saved {run.ckpt_dir / 'latest.pt'} at step {p.step}; "
+                f"{reason}: saved {run.ckpt_dir / 'latest.pt'} at step {p.step}; "
                 f"continue with --resume {run.run_dir}"
             )
             return False
@@ -305,6 +314,7 @@ def train(
     run_dir: str | Path,
     resume: bool = False,
     max_steps: int | None = None,
+    stop_at_step: int | None = None,
     progress: bool = True,
     pool_factory: Any = None,
     overfit: int = 0,
@@ -314,7 +324,10 @@ def train(
     Args:
         cfg: the configuration; ignored when resuming (the checkpoint's is used).
         run_dir: folder for checkpoints/, train.log, steps.csv and epochs.csv.
-        max_steps: overrides train.max_steps (e.g. to extend a resumed run).
+        max_steps: overrides train.max_steps, the total and the LR schedule's length (e.g. to
+            extend a resumed run; the rest of the schedule is then reshaped, logged).
+        stop_at_step: save latest.pt and return once this step is done, without changing the
+            schedule, so a later resume continues exactly as if never stopped.
         progress: show a tqdm bar per epoch (rank 0).
         pool_factory: builds the PESQ pool from a worker count (tests pass stubs).
         overfit: > 0: train and validate on the first N training pairs (a sanity check that
@@ -337,6 +350,7 @@ def train(
                 "or choose another --run-dir"
             )
         assert cfg is not None
+        saved_max_steps = cfg.train.max_steps
         if max_steps is not None:
             cfg.train.max_steps = max_steps
         if distrib.is_main():
@@ -345,11 +359,20 @@ def train(
         distrib.barrier()
         run = build_run(cfg, run_dir, pick_device(), pool_factory, overfit)
         run.show_progress = progress
+        run.stop_at_step = stop_at_step or 0
+        if resume and cfg.train.max_steps != saved_max_steps:
+            run.logger.warning(
+                f"train.max_steps changed from {saved_max_steps or 'derived'} to "
+                f"{cfg.train.max_steps}: the LR schedule is recomputed for {run.total_steps} "
+                "steps, so this run no longer matches an uninterrupted one (use --stop-at-step "
+                "to pause a run without changing its schedule)"
+            )
         try:
             return _train(run, ckpt)
         finally:
-            if run.pool is not None:
-                run.pool.close()
+            for pool in (run.pool, run.valid_pool):
+                if pool is not None:
+                    pool.close()
             run.files.close()
             close_logging(run.logger)
     finally:
@@ -364,6 +387,11 @@ def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
         )
         p = run.progress
         run.logger.info("resumed %s: epoch %d, batch %d, step %d", path, p.epoch, p.batch, p.step)
+        if run.stop_at_step and run.stop_at_step <= p.step:
+            raise TrainingError(
+                f"--stop-at-step {run.stop_at_step}: the run in {run.run_dir} is already at "
+                f"step {p.step}"
+            )
     run.epoch_start = time.monotonic()
     run.stop.install()
     try:
@@ -386,8 +414,9 @@ def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
 def _report_overfit(run: Run) -> None:
     """PESQ of the overfit pairs after training, beside that of their noisy input."""
     noisy_pesq, _, _ = validate(
-        run.model, run.valid_set, lambda noisy, clean, lengths: (noisy, 0.0), run.device
-    )
+        run.model, run.valid_set, lambda noisy, clean, lengths: (noisy, 0.0), run.device,
+        run.valid_pool,
+    )  # fmt: skip
     run.logger.info(
         "overfit on %d training pair(s): PESQ %.3f after training (noisy input %.3f)",
         run.progress.overfit,

@@ -22,7 +22,7 @@ from mbsnet.models import count_parameters, create_model
 from mbsnet.models.discriminator import create_discriminator
 from mbsnet.train.config import ConfigError, TrainConfig, model_config
 from mbsnet.train.data import collate_fixed
-from mbsnet.train.pesq_targets import PesqPool
+from mbsnet.train.pesq_targets import PesqPool, PesqPoolError, denormalize_pesq
 from mbsnet.train.plot import RunFiles
 from mbsnet.train.state import Progress, save_train_state
 
@@ -92,32 +92,39 @@ def loader(dataset: Any, batches: list[Any], workers: int) -> torch.utils.data.D
 
 @torch.no_grad()
 def validate(
-    model: nn.Module, dataset: Any, loss_fn: Any, device: torch.device
+    model: nn.Module, dataset: Any, loss_fn: Any, device: torch.device, pool: Any = None
 ) -> tuple[float, float, int]:
     """Mean PESQ (wb) and loss over this rank's shard, gathered from all ranks.
+
+    PESQ of each item is submitted to `pool` (a `PesqPool`; None: scored in this process) as
+    soon as the model has enhanced it, so scoring overlaps the next items' inference. Items
+    whose PESQ cannot be computed are left out of the mean (the count says how many remain).
 
     Returns:
         (mean PESQ over items where it exists, mean loss, number of PESQ scores).
     """
-    from mbsnet.eval.metrics import pesq_wb
-
+    pool = pool if pool is not None else PesqPool(0)
     indices = distrib.shard(range(len(dataset)), distrib.rank(), distrib.world_size())
     was_training = model.training
     model.eval()
-    pesqs, losses = [], []
+    pending, losses = [], []
     for index in indices:
         noisy, clean, length = dataset[index]
         noisy, clean = noisy[None].to(device), clean[None].to(device)
         lengths = torch.tensor([length], device=device)
         enhanced, loss = loss_fn(noisy, clean, lengths)
         losses.append(loss)
-        c = clean[0, :length].float().cpu().numpy().astype(np.float64)
-        e = enhanced[0, :length].float().cpu().numpy().astype(np.float64)
-        try:
-            pesqs.append(pesq_wb(c, e))
-        except Exception:  # MetricUnavailable or a PESQ error: the item is left out
-            continue
+        pair = (clean[:, :length].float().cpu(), enhanced[:, :length].float().cpu())
+        pending.append((pair, pool.submit(*pair)))
     model.train(was_training)
+    pesqs = []
+    for pair, handle in pending:
+        try:
+            batch = pool.result(handle)
+        except PesqPoolError:  # a dead or hung worker: score this pair here instead
+            batch = PesqPool(0).score(*pair)
+        scored = zip(batch.scores.tolist(), batch.valid.tolist(), strict=True)
+        pesqs += [denormalize_pesq(v) for v, ok in scored if ok]
     gathered = distrib.all_gather((pesqs, losses))
     all_pesq = [p for part, _ in gathered for p in part]
     all_loss = [v for _, part in gathered for v in part]
@@ -192,7 +199,8 @@ class Run:
     disc: nn.Module | None = None
     disc_ddp: nn.Module | None = None
     disc_optimizer: torch.optim.Optimizer | None = None
-    pool: Any = None
+    pool: Any = None  # discriminator targets
+    valid_pool: Any = None  # validation PESQ
     autocast: bool = False
     stop: StopFlag = field(default_factory=StopFlag)
     last_save: float = field(default_factory=time.monotonic)
@@ -200,6 +208,7 @@ class Run:
     epoch_start: float = 0.0
     show_progress: bool = True
     interrupted: bool = False
+    stop_at_step: int = 0  # > 0: pause (save and return) once this step is done
     last_pesq: float = float("nan")
 
     @property
@@ -246,24 +255,33 @@ def _datasets(cfg: TrainConfig, overfit: int = 0) -> tuple[Any, Any]:
 
 
 def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
-    """On-the-fly speech + noise (+ RIR) mixtures; validation mixtures fixed by their seed."""
-    from mbsnet.train.files import collect_audio_files
+    """On-the-fly speech + noise (+ RIR) mixtures; validation mixtures fixed by their seed.
+
+    Validation speech and noise come from their own folders, or, where those are not given,
+    from a share of the training files held out by name (`holdout_split`).
+    """
+    from mbsnet.train.files import collect_audio_files, holdout_split
     from mbsnet.train.mixing import MixingTrainSet, MixingValidationSet
 
     d, v = cfg.data, cfg.validation
-    for key in ("speech_dirs", "noise_dirs", "valid_speech_dirs", "valid_noise_dirs"):
-        if not getattr(d, key):
-            raise ConfigError(f"data.{key} is empty (needed by data.mode = 'mixing')")
+    files = {}
+    for role in ("speech", "noise"):
+        if not getattr(d, f"{role}_dirs"):
+            raise ConfigError(f"data.{role}_dirs is empty (needed by data.mode = 'mixing')")
+        train_files = collect_audio_files(getattr(d, f"{role}_dirs"))
+        valid_dirs = getattr(d, f"valid_{role}_dirs")
+        if valid_dirs:
+            files[role] = (train_files, collect_audio_files(valid_dirs))
+        else:
+            files[role] = holdout_split(train_files, d.valid_holdout, role)
     mix = {"snr_db": tuple(d.snr_db), "rir_probability": d.rir_probability}
     mix["level_dbfs"] = tuple(d.level_dbfs)
     rirs = collect_audio_files(d.rir_dirs) if d.rir_dirs else None
-    train = MixingTrainSet(
-        collect_audio_files(d.speech_dirs), collect_audio_files(d.noise_dirs), rirs,
-        d.segment_seconds, seed=cfg.train.seed, **mix,
-    )  # fmt: skip
+    (speech, valid_speech), (noise, valid_noise) = files["speech"], files["noise"]
+    train = MixingTrainSet(speech, noise, rirs, d.segment_seconds, seed=cfg.train.seed, **mix)
     valid = MixingValidationSet(
-        collect_audio_files(d.valid_speech_dirs), collect_audio_files(d.valid_noise_dirs), rirs,
-        v.cut_seconds, n_items=v.mixing_items, seed=v.mixing_seed, **mix,
+        valid_speech, valid_noise, rirs, v.cut_seconds, n_items=v.mixing_items,
+        seed=v.mixing_seed, **mix,
     )  # fmt: skip
     return train, valid
 
@@ -320,6 +338,7 @@ def build_run(
         run.disc_optimizer = _adamw(run.disc, cfg, cfg.discriminator.lr)
         make_pool = pool_factory or PesqPool
         run.pool = make_pool(cfg.discriminator.pesq_workers)
+    run.valid_pool = PesqPool(cfg.validation.pesq_workers)
     _log_start(run, per_epoch)
     return run
 
