@@ -133,6 +133,8 @@ def test_cli_checkpoints_load_and_enhance(data_dir, tmp_path):
         model_from_checkpoint(run_dir / "checkpoints" / name)
     for name in ("train.log", "steps.csv", "config.toml"):
         assert (run_dir / name).is_file()
+    (validation,) = _rows(run_dir / "validations.csv")  # 2 steps: one validation, at the end
+    assert validation["step"] == "2" and float(validation["valid_pesq"]) > 1.0
     out = tmp_path / "enhanced.wav"
     noisy = data_dir / "test" / "noisy" / "u0.wav"
     result = CliRunner().invoke(
@@ -243,6 +245,7 @@ def test_discriminator_masking_in_the_loop(data_dir, tmp_path, invalid):
     else:
         assert all(float(r["disc_loss"]) > 0 for r in rows)
         assert all(r["disc_steps_skipped"] == "0" for r in rows)
+    assert all(float(r["disc_grad_norm"]) > 0 for r in rows)  # pre-clip, logged either way
 
 
 def test_validation_uses_its_own_fixed_items(data_dir, tmp_path, monkeypatch):
@@ -419,7 +422,8 @@ def test_best_follows_every_gain_while_patience_needs_min_delta(monkeypatch, tmp
         progress=Progress(),
         cfg=SimpleNamespace(early_stopping=SimpleNamespace(min_delta=0.01, patience=10)),
         model=None, valid_set=None, device=None, ckpt_dir=tmp_path,
-        logger=logging.getLogger("test"), last_pesq=float("nan"),
+        logger=logging.getLogger("test"), last_pesq=float("nan"), valid_pool=None,
+        files=SimpleNamespace(validation=lambda row: None),
     )  # fmt: skip
     history = []
     for step in range(4):
@@ -480,3 +484,27 @@ def test_validation_pesq_in_pool_matches_in_process(data_dir):
         pooled = loop.validate(model, dataset, noisy_as_output, torch.device("cpu"), pool)
     assert here[2] == pooled[2] == len(dataset)
     assert here[0] == pytest.approx(pooled[0], abs=1e-6) and np.isfinite(here[0])
+
+
+def test_bf16_autocast_trains_with_the_discriminator(data_dir, tmp_path):
+    cfg = _cfg(data_dir, disc=True, amp="bf16")
+    progress = loop.train(cfg, tmp_path, max_steps=2, progress=False)
+    assert progress.step == 2 and progress.nonfinite_total == 0
+    rows = _rows(tmp_path / "steps.csv")
+    assert all(np.isfinite(float(r["loss"])) and float(r["disc_loss"]) > 0 for r in rows)
+    ckpt = torch.load(tmp_path / "checkpoints/latest.pt", weights_only=True)
+    weights = [v for v in ckpt["state_dict"].values() if v.is_floating_point()]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights)
+
+
+def test_resume_drops_log_rows_after_the_checkpoint(data_dir, tmp_path):
+    loop.train(_cfg(data_dir), tmp_path, max_steps=4, stop_at_step=2, progress=False)
+    # As if killed after step 3 was logged but before it was saved: latest.pt is step 2's.
+    steps_csv = tmp_path / "steps.csv"
+    header = steps_csv.read_text().splitlines()[0].split(",")
+    fake = ",".join("3" if key == "step" else "-1" for key in header)
+    steps_csv.write_text(steps_csv.read_text() + fake + "\n")
+    loop.train(None, tmp_path, resume=True, progress=False)
+    rows = _rows(steps_csv)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(float(r["loss"]) > 0 for r in rows)  # the fake row is gone

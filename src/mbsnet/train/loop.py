@@ -98,11 +98,12 @@ def _clip(module: nn.Module, max_norm: float) -> float:
     return float(norm)
 
 
-def _update(run: Run, totals: list[float]) -> float:
-    """Clip and step both optimizers; a non-finite loss or gradient skips the generator step.
+def _update(run: Run, totals: list[float]) -> tuple[float, float | None]:
+    """Clip and step both optimizers; a non-finite loss or gradient skips that network's step.
 
-    Returns the generator's gradient norm before clipping (all ranks agree: it is computed
-    from the all-reduced gradients, and a non-finite loss on any rank makes it non-finite).
+    Returns the generator's and the discriminator's (None without one) gradient norms before
+    clipping (all ranks agree: they come from the all-reduced gradients, and a non-finite
+    loss on any rank makes them non-finite).
     """
     p, clip = run.progress, run.cfg.train.clip_norm
     norm = _clip(run.model, clip)
@@ -114,11 +115,13 @@ def _update(run: Run, totals: list[float]) -> float:
         p.nonfinite_consecutive += 1
         run.logger.warning("step %d: non-finite loss or gradient; step skipped", p.step + 1)
     run.optimizer.zero_grad(set_to_none=True)
+    disc_norm = None
     if run.disc_optimizer is not None:
-        if math.isfinite(_clip(run.disc, clip)):
+        disc_norm = _clip(run.disc, clip)
+        if math.isfinite(disc_norm):
             run.disc_optimizer.step()
         run.disc_optimizer.zero_grad(set_to_none=True)
-    return norm
+    return norm, disc_norm
 
 
 def train_step(run: Run, micro_batches: list[Any]) -> dict[str, Any]:
@@ -146,7 +149,7 @@ def train_step(run: Run, micro_batches: list[Any]) -> dict[str, Any]:
             d_ddp = run.disc_ddp is not run.disc and not last
             with run.disc_ddp.no_sync() if d_ddp else contextlib.nullcontext():
                 _disc_micro(run, handle, result, disc_stats)
-    norm = _update(run, totals)
+    norm, disc_norm = _update(run, totals)
     row = {
         "step": p.step,
         "epoch": p.epoch,
@@ -160,6 +163,7 @@ def train_step(run: Run, micro_batches: list[Any]) -> dict[str, Any]:
         row.update(
             pesq_fail_rate=float(np.mean(disc_stats["fail"])),
             disc_loss_clean=float(np.mean(disc_stats["clean"])),
+            disc_grad_norm=disc_norm,
             disc_loss=float(np.mean(disc_stats["loss"])) if disc_stats["loss"] else None,
             disc_steps_skipped=p.disc_steps_skipped,
             pesq_wait_s=run.pool.last_wait_s,
@@ -183,6 +187,7 @@ def _validate(run: Run) -> tuple[float, float]:
     start = time.monotonic()
     pesq, loss, count = validate(run.model, run.valid_set, loss_fn, run.device, run.valid_pool)
     p.last_validation_step, run.last_pesq = p.step, pesq
+    seconds = time.monotonic() - start
     # best.pt follows every gain; min_delta only decides what counts as progress for patience.
     improved = math.isfinite(pesq) and pesq > p.best_pesq
     if improved:
@@ -195,8 +200,12 @@ def _validate(run: Run) -> tuple[float, float]:
     run.logger.info(
         f"validation at step {p.step}: PESQ {pesq:.3f} over {count} item(s), loss {loss:.4f}, "
         f"best {p.best_pesq:.3f} (step {p.best_step}){' *' if improved else ''} "
-        f"[{time.monotonic() - start:.1f} s]"
+        f"[{seconds:.1f} s]"
     )
+    run.files.validation(
+        {"step": p.step, "epoch": p.epoch, "valid_pesq": pesq, "valid_loss": loss,
+         "pesq_count": count, "best_pesq": p.best_pesq, "time_s": round(seconds, 1)}
+    )  # fmt: skip
     if es.patience and p.bad_validations >= es.patience:
         p.stopped_early = True
         run.logger.info(
@@ -387,6 +396,13 @@ def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
         )
         p = run.progress
         run.logger.info("resumed %s: epoch %d, batch %d, step %d", path, p.epoch, p.batch, p.step)
+        run.files.truncate_after(p.step)
+        if p.stopped_early:
+            run.logger.info(
+                f"this run stopped early at step {p.step} (no PESQ gain of "
+                f"{run.cfg.early_stopping.min_delta:g} in {p.bad_validations} validations); "
+                "nothing more to train"
+            )
         if run.stop_at_step and run.stop_at_step <= p.step:
             raise TrainingError(
                 f"--stop-at-step {run.stop_at_step}: the run in {run.run_dir} is already at "

@@ -1,4 +1,5 @@
-"""A run's logs: steps.csv and epochs.csv (and TensorBoard events) written, and drawn as a PNG.
+"""A run's logs: steps.csv, validations.csv and epochs.csv (and TensorBoard events) written, and
+drawn as a PNG.
 
 Torch-free: `mbsnet train-plot` imports only this module (and matplotlib).
 """
@@ -17,16 +18,23 @@ from mbsnet.atomic import atomic_path
 # fmt: off
 STEP_FIELDS = (
     "step", "epoch", "lr", "loss", "ri", "mag", "time", "metric", "grad_norm", "disc_loss",
-    "disc_loss_clean", "pesq_fail_rate", "disc_steps_skipped", "nonfinite_steps", "pesq_wait_s",
+    "disc_loss_clean", "disc_grad_norm", "pesq_fail_rate", "disc_steps_skipped",
+    "nonfinite_steps", "pesq_wait_s",
+)
+VALIDATION_FIELDS = (
+    "step", "epoch", "valid_pesq", "valid_loss", "pesq_count", "best_pesq", "time_s",
 )
 # fmt: on
 EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "valid_pesq", "best_pesq", "time_s")
+LOG_FILES = {"steps.csv": STEP_FIELDS, "validations.csv": VALIDATION_FIELDS}
+LOG_FILES["epochs.csv"] = EPOCH_FIELDS
 
 
 class RunFiles:
-    """Appends rows to steps.csv and epochs.csv (and TensorBoard events, if installed).
+    """Appends rows to steps.csv, validations.csv and epochs.csv (and TensorBoard events).
 
     A no-op when not `enabled` (every rank but 0). Missing values stay empty cells, never 0.
+    A file that exists keeps its own header (a run resumed by a newer mbsnet stays aligned).
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
@@ -44,6 +52,9 @@ class RunFiles:
     def _append(self, name: str, fields: Sequence[str], row: dict[str, Any]) -> None:
         path = self.run_dir / name
         new = not path.exists()
+        if not new:
+            with path.open(newline="", encoding="utf-8") as f:
+                fields = next(csv.reader(f), None) or fields
         with path.open("a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
             if new:
@@ -55,6 +66,35 @@ class RunFiles:
         if self.enabled:
             self._append("steps.csv", STEP_FIELDS, row)
             self._scalars("train", row, row["step"])
+
+    def validation(self, row: dict[str, Any]) -> None:
+        """One validations.csv row (every validation, step-based or at an epoch end)."""
+        if self.enabled:
+            self._append("validations.csv", VALIDATION_FIELDS, row)
+            self._scalars("valid", row, row["step"])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after `step` (a resume from a checkpoint of that step redoes them).
+
+        A run killed between two checkpoints has logged steps that the resumed run trains
+        again; without this they would appear twice. Each file is rewritten atomically.
+        """
+        if not self.enabled:
+            return
+        for name in LOG_FILES:
+            path = self.run_dir / name
+            if not path.is_file():
+                continue
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                fields, rows = reader.fieldnames or [], list(reader)
+            keep = [r for r in rows if not r.get("step") or int(r["step"]) <= step]
+            if len(keep) == len(rows):
+                continue
+            with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(keep)
 
     def epoch(self, row: dict[str, Any]) -> None:
         """One epochs.csv row."""
@@ -116,7 +156,7 @@ def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
         PlotError: no steps.csv rows, or matplotlib is not installed.
     """
     run_dir = Path(run_dir)
-    steps, epochs = _read(run_dir / "steps.csv"), _read(run_dir / "epochs.csv")
+    steps, validations = _read(run_dir / "steps.csv"), _read(run_dir / "validations.csv")
     if not steps:
         raise PlotError(f"{run_dir}: no training steps logged (steps.csv missing or empty)")
     try:
@@ -133,7 +173,7 @@ def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
             top.plot(x, y, label=key, linewidth=1)
     top.set_ylabel("training loss")
     top.legend()
-    x, y = _column(epochs, "valid_pesq")
+    x, y = _column(validations, "valid_pesq")
     bottom.plot(x, y, marker="o")
     bottom.set_ylabel("validation PESQ (wb)")
     bottom.set_xlabel("step")
