@@ -508,3 +508,24 @@ def test_resume_drops_log_rows_after_the_checkpoint(data_dir, tmp_path):
     rows = _rows(steps_csv)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert all(float(r["loss"]) > 0 for r in rows)  # the fake row is gone
+
+
+def test_resume_with_another_process_count_keeps_the_epoch_share(tmp_path):
+    import logging
+    from types import SimpleNamespace
+
+    from mbsnet.train.state import Progress
+
+    messages = []
+    logger = logging.getLogger("test.world")
+    logger.warning = messages.append  # type: ignore[method-assign]
+    run = SimpleNamespace(
+        progress=Progress(epoch=3, batch=6, world_size=4),
+        cfg=SimpleNamespace(train=SimpleNamespace(grad_accum=4)), logger=logger,
+    )  # fmt: skip
+    loop._adapt_to_world_size(run)  # 4 processes x 6 micro-batches = 24 = 1 process x 24
+    assert run.progress.batch == 24 and run.progress.world_size == 1
+    assert "resumed with 1 process(es), saved with 4" in messages[0]
+    run.progress.batch, run.progress.world_size = 7, 1
+    loop._adapt_to_world_size(run)  # the same count: untouched, silent
+    assert run.progress.batch == 7 and len(messages) == 1

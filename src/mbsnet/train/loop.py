@@ -397,6 +397,7 @@ def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
         p = run.progress
         run.logger.info("resumed %s: epoch %d, batch %d, step %d", path, p.epoch, p.batch, p.step)
         run.files.truncate_after(p.step)
+        _adapt_to_world_size(run)
         if p.stopped_early:
             run.logger.info(
                 f"this run stopped early at step {p.step} (no PESQ gain of "
@@ -425,6 +426,26 @@ def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
     finally:
         run.stop.restore()
     return run.progress
+
+
+def _adapt_to_world_size(run: Run) -> None:
+    """A resume with another process count: keep the share of the epoch already trained.
+
+    `batch` counts each process's micro-batches, so it is rescaled to the same number of
+    samples (rounded down to whole optimizer steps); the order of the rest of the epoch is
+    that of the new process count, so the run goes on but is no longer bitwise-reproducible.
+    """
+    p, world, accum = run.progress, distrib.world_size(), run.cfg.train.grad_accum
+    if p.world_size == world:
+        return
+    old_batch = p.batch
+    p.batch = p.batch * p.world_size // world // accum * accum
+    run.logger.warning(
+        f"resumed with {world} process(es), saved with {p.world_size}: epoch {p.epoch} goes on "
+        f"from micro-batch {p.batch} (was {old_batch}) in the new data order, and the effective "
+        "batch size changes; the run no longer matches an uninterrupted one"
+    )
+    p.world_size = world
 
 
 def _report_overfit(run: Run) -> None:

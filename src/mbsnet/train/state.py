@@ -41,6 +41,7 @@ class Progress:
     disc_steps_skipped: int = 0
     stopped_early: bool = False
     overfit: int = 0  # > 0: train and validate on the first `overfit` training pairs only
+    world_size: int = 1  # processes that wrote this state (`batch` counts per process)
 
 
 def rng_state() -> dict[str, Any]:

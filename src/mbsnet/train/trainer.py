@@ -335,6 +335,7 @@ def build_run(
     run.total_steps = t.max_steps or per_epoch * t.epochs
     run.autocast = _amp(cfg, device, logger)
     run.progress.overfit = overfit
+    run.progress.world_size = distrib.world_size()
     if cfg.discriminator.enabled:
         run.disc = create_discriminator({"ndf": cfg.discriminator.ndf}).to(device)
         run.disc_ddp = _ddp(run.disc, device)
