@@ -252,9 +252,9 @@ def test_validation_uses_its_own_fixed_items(data_dir, tmp_path, monkeypatch):
     seen = []
     real = loop.validate
 
-    def spy(model, dataset, loss_fn, device, pool):
+    def spy(model, dataset, *args, **kwargs):
         seen.append([dataset[i][1].clone() for i in range(len(dataset))])
-        return real(model, dataset, loss_fn, device, pool)
+        return real(model, dataset, *args, **kwargs)
 
     monkeypatch.setattr(loop, "validate", spy)
     loop.train(_cfg(data_dir), tmp_path, max_steps=6, progress=False)  # 2 epochs
@@ -415,14 +415,14 @@ def test_best_follows_every_gain_while_patience_needs_min_delta(monkeypatch, tmp
     from mbsnet.train.state import Progress
 
     scores = iter([1.50, 1.505, 1.52, 1.40])
-    monkeypatch.setattr(loop, "validate", lambda *args: (next(scores), 0.1, 6))
+    monkeypatch.setattr(loop, "validate", lambda *args, **kwargs: (next(scores), 0.1, 6))
     saved: list[int] = []
     monkeypatch.setattr(loop, "save_to", lambda run, path: saved.append(run.progress.step))
     run = SimpleNamespace(
         progress=Progress(),
         cfg=SimpleNamespace(early_stopping=SimpleNamespace(min_delta=0.01, patience=10)),
         model=None, valid_set=None, device=None, ckpt_dir=tmp_path,
-        logger=logging.getLogger("test"), last_pesq=float("nan"), valid_pool=None,
+        logger=logging.getLogger("test"), last_pesq=float("nan"), valid_pool=None, stop=None,
         files=SimpleNamespace(validation=lambda row: None),
     )  # fmt: skip
     history = []
@@ -529,3 +529,34 @@ def test_resume_with_another_process_count_keeps_the_epoch_share(tmp_path):
     run.progress.batch, run.progress.world_size = 7, 1
     loop._adapt_to_world_size(run)  # the same count: untouched, silent
     assert run.progress.batch == 7 and len(messages) == 1
+
+
+@pytest.mark.parametrize("every", [2, 0])  # a step-based validation, or the epoch-end one
+def test_sigterm_during_validation_saves_and_the_resume_redoes_it(
+    data_dir, tmp_path, monkeypatch, every
+):
+    import signal
+
+    cfg = _cfg(data_dir).apply_overrides([f"validation.every_steps={every}"])
+    loop.train(cfg, tmp_path / "full", max_steps=4, progress=False)
+    real, calls = loop.validate, []
+
+    def signal_then_validate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "validate", signal_then_validate)
+    loop.train(cfg, tmp_path / "cut", max_steps=4, progress=False)
+    log = (tmp_path / "cut/train.log").read_text()
+    assert "stop requested (SIGTERM) during validation" in log
+    assert not (tmp_path / "cut/checkpoints/best.pt").exists()
+    monkeypatch.setattr(loop, "validate", real)
+    loop.train(None, tmp_path / "cut", resume=True, progress=False)
+    full = torch.load(tmp_path / "full/checkpoints/latest.pt", weights_only=True)
+    cut = torch.load(tmp_path / "cut/checkpoints/latest.pt", weights_only=True)
+    assert cut["extra"]["train"]["progress"] == full["extra"]["train"]["progress"]
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, cut["state_dict"][key]), key
+    assert _rows(tmp_path / "cut/validations.csv") == _rows(tmp_path / "full/validations.csv")

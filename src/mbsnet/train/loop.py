@@ -25,6 +25,7 @@ from mbsnet.train.state import Progress, read_train_state, restore_train_state
 from mbsnet.train.trainer import (
     Run,
     TrainingError,
+    ValidationInterrupted,
     build_run,
     check_in_sync,
     close_logging,
@@ -185,7 +186,10 @@ def _validate(run: Run) -> tuple[float, float]:
         return enhanced, float(result.total)
 
     start = time.monotonic()
-    pesq, loss, count = validate(run.model, run.valid_set, loss_fn, run.device, run.valid_pool)
+    pesq, loss, count = validate(
+        run.model, run.valid_set, loss_fn, run.device, run.valid_pool,
+        should_stop=lambda: run.stop.signal_name is not None,
+    )  # fmt: skip
     p.last_validation_step, run.last_pesq = p.step, pesq
     seconds = time.monotonic() - start
     # best.pt follows every gain; min_delta only decides what counts as progress for patience.
@@ -412,20 +416,36 @@ def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
     run.epoch_start = time.monotonic()
     run.stop.install()
     try:
-        while not _finished(run) and run_epoch(run):
-            pass
-        p = run.progress
-        if not run.interrupted:
-            if p.last_validation_step != p.step:
-                _validate(run)
-            save_latest(run)
-            check_in_sync(run)
-            run.logger.info("training done at step %d; best PESQ %.3f", p.step, p.best_pesq)
-            if p.overfit:
-                _report_overfit(run)
+        _run_to_the_end(run, resumed=ckpt is not None)
+    except ValidationInterrupted:  # saved as it was before that validation, which a resume redoes
+        run.interrupted = True
+        save_latest(run)
+        run.logger.info(
+            f"stop requested ({run.stop.signal_name or 'signal on another rank'}) during "
+            f"validation: saved {run.ckpt_dir / 'latest.pt'} at step {run.progress.step}; "
+            f"continue with --resume {run.run_dir}"
+        )
     finally:
         run.stop.restore()
     return run.progress
+
+
+def _run_to_the_end(run: Run, resumed: bool) -> None:
+    """Epochs until done or paused, then the final validation, checkpoint and reports."""
+    p, every = run.progress, run.cfg.validation.every_steps
+    if resumed and every and p.step and p.step % every == 0 and p.last_validation_step != p.step:
+        _validate(run)  # due at the step the run was stopped at, before it could run
+    while not _finished(run) and run_epoch(run):
+        pass
+    if run.interrupted:
+        return
+    if p.last_validation_step != p.step:
+        _validate(run)
+    save_latest(run)
+    check_in_sync(run)
+    run.logger.info("training done at step %d; best PESQ %.3f", p.step, p.best_pesq)
+    if p.overfit:
+        _report_overfit(run)
 
 
 def _adapt_to_world_size(run: Run) -> None:

@@ -9,6 +9,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,25 +91,41 @@ def loader(dataset: Any, batches: list[Any], workers: int) -> torch.utils.data.D
     )
 
 
+class ValidationInterrupted(Exception):
+    """A stop signal arrived during validation, which was abandoned (every rank raises it)."""
+
+
 @torch.no_grad()
 def validate(
-    model: nn.Module, dataset: Any, loss_fn: Any, device: torch.device, pool: Any = None
+    model: nn.Module,
+    dataset: Any,
+    loss_fn: Any,
+    device: torch.device,
+    pool: Any = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, float, int]:
     """Mean PESQ (wb) and loss over this rank's shard, gathered from all ranks.
 
     PESQ of each item is submitted to `pool` (a `PesqPool`; None: scored in this process) as
     soon as the model has enhanced it, so scoring overlaps the next items' inference. Items
     whose PESQ cannot be computed are left out of the mean (the count says how many remain).
+    `should_stop` is asked before each item: a long validation must not outlast the grace
+    period between a scheduler's SIGTERM and its SIGKILL.
 
     Returns:
         (mean PESQ over items where it exists, mean loss, number of PESQ scores).
+    Raises:
+        ValidationInterrupted: `should_stop` said yes on any rank.
     """
     pool = pool if pool is not None else PesqPool(0)
     indices = distrib.shard(range(len(dataset)), distrib.rank(), distrib.world_size())
     was_training = model.training
     model.eval()
-    pending, losses = [], []
+    pending, losses, stopped = [], [], False
     for index in indices:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
         noisy, clean, length = dataset[index]
         noisy, clean = noisy[None].to(device), clean[None].to(device)
         lengths = torch.tensor([length], device=device)
@@ -117,6 +134,8 @@ def validate(
         pair = (clean[:, :length].float().cpu(), enhanced[:, :length].float().cpu())
         pending.append((pair, pool.submit(*pair)))
     model.train(was_training)
+    if any(distrib.all_gather(stopped)):
+        raise ValidationInterrupted
     pesqs = []
     for pair, handle in pending:
         try:
