@@ -560,3 +560,26 @@ def test_sigterm_during_validation_saves_and_the_resume_redoes_it(
     for key, value in full["state_dict"].items():
         assert torch.equal(value, cut["state_dict"][key]), key
     assert _rows(tmp_path / "cut/validations.csv") == _rows(tmp_path / "full/validations.csv")
+
+
+def test_a_dead_pesq_pool_skips_that_step_and_training_goes_on(data_dir, tmp_path):
+    from mbsnet.train.pesq_targets import PesqPoolError
+
+    class DyingPool(_StubPool):
+        calls = 0
+
+        def result(self, size):
+            DyingPool.calls += 1
+            if DyingPool.calls == 2:
+                raise PesqPoolError("a PESQ worker process died (test)")
+            return super().result(size)
+
+    cfg = _cfg(data_dir, disc=True)
+    progress = loop.train(
+        cfg, tmp_path, max_steps=3, progress=False, pool_factory=lambda workers: DyingPool(set())
+    )
+    assert progress.step == 3 and progress.disc_steps_skipped == 1
+    rows = _rows(tmp_path / "steps.csv")
+    assert [r["disc_loss"] == "" for r in rows] == [False, True, False]
+    assert [float(r["pesq_fail_rate"]) for r in rows] == [0.0, 1.0, 0.0]
+    assert "step 2: a PESQ worker process died (test)" in (tmp_path / "train.log").read_text()

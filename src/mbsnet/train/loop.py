@@ -21,6 +21,7 @@ from mbsnet import distrib
 from mbsnet.train import losses
 from mbsnet.train.config import TrainConfig, lr_at
 from mbsnet.train.discriminator_step import discriminator_loss
+from mbsnet.train.pesq_targets import PesqBatch, PesqPoolError
 from mbsnet.train.state import Progress, read_train_state, restore_train_state
 from mbsnet.train.trainer import (
     Run,
@@ -79,9 +80,34 @@ def _gen_loss(
     return enhanced, result
 
 
+def _submit_pesq(run: Run, clean: torch.Tensor, enhanced: torch.Tensor, lengths: Any) -> Any:
+    """Queue the batch's PESQ targets: a pool handle, or the `PesqPoolError` that stopped it."""
+    try:
+        return run.pool.submit(clean, enhanced.detach(), lengths.tolist())
+    except PesqPoolError as error:
+        return error
+
+
+def _pesq_targets(run: Run, handle: Any, size: int) -> PesqBatch:
+    """The targets of a submitted batch; a failed pool makes every sample invalid (logged).
+
+    A PESQ worker killed (say by the out-of-memory killer) must not end the run: that step's
+    enhanced term is skipped and counted like any step whose PESQ calls all failed, and the
+    next submit starts fresh workers.
+    """
+    try:
+        if isinstance(handle, PesqPoolError):
+            raise handle
+        return run.pool.result(handle)
+    except PesqPoolError as error:
+        run.logger.warning("step %d: %s", run.progress.step + 1, error)
+        reasons: list[str | None] = [str(error)] * size
+        return PesqBatch(torch.full((size,), float("nan")), torch.zeros(size, dtype=bool), reasons)
+
+
 def _disc_micro(run: Run, handle: Any, result: Any, stats: dict[str, Any]) -> None:
     """One discriminator micro-batch on (clean, enhanced.detach()) with masked PESQ targets."""
-    batch = run.pool.result(handle)
+    batch = _pesq_targets(run, handle, result.clean_mag.shape[0])
     step = discriminator_loss(
         run.disc_ddp, result.clean_mag, result.enhanced_mag.detach(), batch.scores, batch.valid
     )
@@ -141,7 +167,7 @@ def train_step(run: Run, micro_batches: list[Any]) -> dict[str, Any]:
             enhanced, result = _gen_loss(run, noisy, clean, lengths, run.gen, run.disc)
             handle = None
             if run.disc is not None:  # submitted early: PESQ overlaps the backward pass
-                handle = run.pool.submit(clean, enhanced.detach(), lengths.tolist())
+                handle = _submit_pesq(run, clean, enhanced, lengths)
             (result.total / t.grad_accum).backward()
         totals.append(float(result.total.detach()))
         for key, value in result.terms.items():
