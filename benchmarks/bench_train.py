@@ -57,7 +57,7 @@ def _worker(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device:
 
     from mbsnet.train.config import TrainConfig
     from mbsnet.train.data import collate_fixed
-    from mbsnet.train.loop import train_step
+    from mbsnet.train.step import train_step
     from mbsnet.train.trainer import build_run, close_logging
 
     torch.set_num_threads(2)

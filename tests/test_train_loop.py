@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from mbsnet.checkpoint import model_from_checkpoint
 from mbsnet.cli import main
 from mbsnet.train import loop
+from mbsnet.train import step as train_step_module
 from mbsnet.train.config import TrainConfig
 from mbsnet.train.pesq_targets import PesqBatch
 
@@ -180,7 +181,7 @@ def test_failed_save_keeps_previous_latest(data_dir, tmp_path, monkeypatch):
 
 
 def _nan_on(monkeypatch, bad_calls):
-    real, calls = loop.losses.generator_loss, []
+    real, calls = train_step_module.losses.generator_loss, []
 
     def patched(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -190,7 +191,7 @@ def _nan_on(monkeypatch, bad_calls):
                 result.total = result.total * float("nan")
         return result
 
-    monkeypatch.setattr(loop.losses, "generator_loss", patched)
+    monkeypatch.setattr(train_step_module.losses, "generator_loss", patched)
 
 
 def test_consecutive_nonfinite_steps_stop_naming_the_step(data_dir, tmp_path, monkeypatch):
