@@ -584,3 +584,15 @@ def test_a_dead_pesq_pool_skips_that_step_and_training_goes_on(data_dir, tmp_pat
     assert [r["disc_loss"] == "" for r in rows] == [False, True, False]
     assert [float(r["pesq_fail_rate"]) for r in rows] == [0.0, 1.0, 0.0]
     assert "step 2: a PESQ worker process died (test)" in (tmp_path / "train.log").read_text()
+
+
+def test_tensorboard_events_hold_the_logged_scalars(data_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    loop.train(_cfg(data_dir), tmp_path, max_steps=3, progress=False)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/grad_norm", "valid/valid_pesq", "epoch/train_loss"} <= tags
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
