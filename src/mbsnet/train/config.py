@@ -183,7 +183,8 @@ OVERFIT_SETTINGS = (
 make epochs of a few steps, so the run is counted in steps and validated every 100 of them,
 at a higher rate than the full recipe's, generator only (the question is whether the
 generator can fit the pairs), and with the data loaded in-process (a DataLoader's workers
-would restart every few steps). Measured on the 6 VoiceBank pairs of vbd_train6: README."""
+would restart every few steps). On the 6 VoiceBank pairs of vbd_train6 it takes PESQ from
+1.41 to 3.40 (README)."""
 
 SECTIONS: dict[str, type] = {
     "model": ModelSection,
