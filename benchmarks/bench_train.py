@@ -98,7 +98,7 @@ def _worker(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device:
     return {
         "step_s": statistics.median(times),
         "pesq_wait_share": sum(waits) / sum(times),
-        "peak_rss_mb": peak_mb,
+        "peak_mb": peak_mb,
     }
 
 
@@ -134,10 +134,10 @@ def main() -> None:
         for batch in args.batches:
             plain = _run(preset, batch, False, False, args.steps, args.device)
             ckpt = _run(preset, batch, True, False, args.steps, args.device)
-            saved = 1 - ckpt["peak_rss_mb"] / plain["peak_rss_mb"]
+            saved = 1 - ckpt["peak_mb"] / plain["peak_mb"]
             print(f"{preset:<6} {batch:>5} {plain['step_s']:>7.2f}s "
-                  f"{plain['peak_rss_mb']:>7.0f}MB {ckpt['step_s']:>8.2f}s "
-                  f"{ckpt['peak_rss_mb']:>7.0f}MB {saved:>9.1%}")  # fmt: skip
+                  f"{plain['peak_mb']:>7.0f}MB {ckpt['step_s']:>8.2f}s "
+                  f"{ckpt['peak_mb']:>7.0f}MB {saved:>9.1%}")  # fmt: skip
     print("\nDiscriminator (batch 4, PESQ targets in a persistent 2-process pool):")
     print(f"{'preset':<6} {'no disc':>8} {'with disc':>9} {'ratio':>6} {'PESQ wait':>9} "
           f"{mem:>9}")  # fmt: skip
@@ -146,7 +146,7 @@ def main() -> None:
         on = _run(preset, 4, False, True, args.steps, args.device)
         print(f"{preset:<6} {off['step_s']:>7.2f}s {on['step_s']:>8.2f}s "
               f"{on['step_s'] / off['step_s']:>6.2f} {on['pesq_wait_share']:>9.1%} "
-              f"{on['peak_rss_mb']:>7.0f}MB")  # fmt: skip
+              f"{on['peak_mb']:>7.0f}MB")  # fmt: skip
     target = f"base batch 4 peak RSS <= {TARGET_RSS_MB} MB" if args.device == "cpu" else (
         f"base batch 8 peak GPU memory <= {TARGET_GPU_MB} MB")
     print(f"Targets: {target}; PESQ wait <= {TARGET_PESQ_WAIT:.0%} of a step. "

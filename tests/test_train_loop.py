@@ -72,6 +72,16 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+def _assert_same_final_state(run_a, run_b):
+    """latest.pt of both runs: equal progress, bitwise-equal generator (and discriminator)."""
+    a, b = (torch.load(r / "checkpoints/latest.pt", weights_only=True) for r in (run_a, run_b))
+    assert a["extra"]["train"]["progress"] == b["extra"]["train"]["progress"]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for key, value in (a["extra"]["train"]["disc"] or {}).items():
+        assert torch.equal(value, b["extra"]["train"]["disc"][key]), key
+
+
 @pytest.mark.parametrize("batch, accum", [(2, 1), (1, 2)])
 def test_resume_is_bitwise_identical(data_dir, tmp_path, batch, accum):
     # The default cosine schedule: --stop-at-step pauses without changing its length.
@@ -84,13 +94,7 @@ def test_resume_is_bitwise_identical(data_dir, tmp_path, batch, accum):
     assert "stopped at step 2 as asked" in (tmp_path / "half/train.log").read_text()
     assert not (tmp_path / "half/checkpoints/best.pt").exists()  # no validation at the pause
     loop.train(None, tmp_path / "half", resume=True, progress=False)
-    full = torch.load(tmp_path / "full/checkpoints/latest.pt", weights_only=True)
-    half = torch.load(tmp_path / "half/checkpoints/latest.pt", weights_only=True)
-    assert half["extra"]["train"]["progress"] == full["extra"]["train"]["progress"]
-    for key, value in full["state_dict"].items():
-        assert torch.equal(value, half["state_dict"][key]), key
-    for key, value in full["extra"]["train"]["disc"].items():
-        assert torch.equal(value, half["extra"]["train"]["disc"][key]), key
+    _assert_same_final_state(tmp_path / "full", tmp_path / "half")
 
 
 def test_resume_with_new_length_warns_and_stop_at_past_step_fails(data_dir, tmp_path):
@@ -555,11 +559,7 @@ def test_sigterm_during_validation_saves_and_the_resume_redoes_it(
     assert not (tmp_path / "cut/checkpoints/best.pt").exists()
     monkeypatch.setattr(loop, "validate", real)
     loop.train(None, tmp_path / "cut", resume=True, progress=False)
-    full = torch.load(tmp_path / "full/checkpoints/latest.pt", weights_only=True)
-    cut = torch.load(tmp_path / "cut/checkpoints/latest.pt", weights_only=True)
-    assert cut["extra"]["train"]["progress"] == full["extra"]["train"]["progress"]
-    for key, value in full["state_dict"].items():
-        assert torch.equal(value, cut["state_dict"][key]), key
+    _assert_same_final_state(tmp_path / "full", tmp_path / "cut")
     assert _rows(tmp_path / "cut/validations.csv") == _rows(tmp_path / "full/validations.csv")
 
 

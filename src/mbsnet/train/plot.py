@@ -26,8 +26,9 @@ VALIDATION_FIELDS = (
 )
 # fmt: on
 EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "valid_pesq", "best_pesq", "time_s")
-LOG_FILES = {"steps.csv": STEP_FIELDS, "validations.csv": VALIDATION_FIELDS}
-LOG_FILES["epochs.csv"] = EPOCH_FIELDS
+LOG_FILES = {
+    "steps.csv": STEP_FIELDS, "validations.csv": VALIDATION_FIELDS, "epochs.csv": EPOCH_FIELDS,
+}  # fmt: skip
 
 
 class RunFiles:
@@ -41,6 +42,7 @@ class RunFiles:
         self.run_dir = run_dir
         self.enabled = enabled
         self.tb: Any = None
+        self._headers: dict[str, list[str]] = {}  # per file: its columns, read once
         if self.enabled:
             try:  # optional: needs the tensorboard package
                 from torch.utils.tensorboard import SummaryWriter
@@ -52,11 +54,14 @@ class RunFiles:
     def _append(self, name: str, fields: Sequence[str], row: dict[str, Any]) -> None:
         path = self.run_dir / name
         new = not path.exists()
-        if not new:
-            with path.open(newline="", encoding="utf-8") as f:
-                fields = next(csv.reader(f), None) or fields
+        if name not in self._headers:
+            header = None
+            if not new:
+                with path.open(newline="", encoding="utf-8") as f:
+                    header = next(csv.reader(f), None)
+            self._headers[name] = header or list(fields)
         with path.open("a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self._headers[name], extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerow({k: _cell(row.get(k)) for k in fields})

@@ -63,11 +63,12 @@ def generator_forward(
 
 
 def _submit_pesq(run: Run, clean: torch.Tensor, enhanced: torch.Tensor, lengths: Any) -> Any:
-    """Queue the batch's PESQ targets: a pool handle, or the `PesqPoolError` that stopped it."""
+    """Queue the batch's PESQ targets: a pool handle, or None when the pool failed (logged)."""
     try:
         return run.pool.submit(clean, enhanced.detach(), lengths.tolist())
     except PesqPoolError as error:
-        return error
+        run.logger.warning("step %d: %s", run.progress.step + 1, error)
+        return None
 
 
 def _pesq_targets(run: Run, handle: Any, size: int) -> PesqBatch:
@@ -77,14 +78,13 @@ def _pesq_targets(run: Run, handle: Any, size: int) -> PesqBatch:
     enhanced term is skipped and counted like any step whose PESQ calls all failed, and the
     next submit starts fresh workers.
     """
-    try:
-        if isinstance(handle, PesqPoolError):
-            raise handle
-        return run.pool.result(handle)
-    except PesqPoolError as error:
-        run.logger.warning("step %d: %s", run.progress.step + 1, error)
-        reasons: list[str | None] = [str(error)] * size
-        return PesqBatch(torch.full((size,), float("nan")), torch.zeros(size, dtype=bool), reasons)
+    if handle is not None:
+        try:
+            return run.pool.result(handle)
+        except PesqPoolError as error:
+            run.logger.warning("step %d: %s", run.progress.step + 1, error)
+    reasons: list[str | None] = ["PESQ pool failed"] * size
+    return PesqBatch(torch.full((size,), float("nan")), torch.zeros(size, dtype=bool), reasons)
 
 
 def _disc_micro(run: Run, handle: Any, result: Any, stats: dict[str, Any]) -> None:

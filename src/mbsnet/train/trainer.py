@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import os
@@ -91,6 +92,17 @@ def loader(dataset: Any, batches: list[Any], workers: int) -> torch.utils.data.D
     )
 
 
+def _collect_pesq(pool: PesqPool, pair: tuple[torch.Tensor, torch.Tensor], handle: Any) -> list:
+    """Raw PESQ of one submitted validation pair ([] when it has none); a dead or hung
+    worker is replaced by scoring the pair in this process."""
+    try:
+        batch = pool.result(handle)
+    except PesqPoolError:
+        batch = PesqPool(0).score(*pair)
+    scored = zip(batch.scores.tolist(), batch.valid.tolist(), strict=True)
+    return [denormalize_pesq(v) for v, ok in scored if ok]
+
+
 class ValidationInterrupted(Exception):
     """A stop signal arrived during validation, which was abandoned (every rank raises it)."""
 
@@ -119,9 +131,13 @@ def validate(
     """
     pool = pool if pool is not None else PesqPool(0)
     indices = distrib.shard(range(len(dataset)), distrib.rank(), distrib.world_size())
+    # Scores are collected once a few items are in flight, so memory stays bounded by the
+    # window, not by the validation set, while PESQ still overlaps inference.
+    window = max(2, 2 * pool.workers)
     was_training = model.training
     model.eval()
-    pending, losses, stopped = [], [], False
+    pending: collections.deque = collections.deque()
+    pesqs, losses, stopped = [], [], False
     for index in indices:
         if should_stop is not None and should_stop():
             stopped = True
@@ -133,17 +149,13 @@ def validate(
         losses.append(loss)
         pair = (clean[:, :length].float().cpu(), enhanced[:, :length].float().cpu())
         pending.append((pair, pool.submit(*pair)))
+        while len(pending) > window:
+            pesqs += _collect_pesq(pool, *pending.popleft())
     model.train(was_training)
     if any(distrib.all_gather(stopped)):
         raise ValidationInterrupted
-    pesqs = []
-    for pair, handle in pending:
-        try:
-            batch = pool.result(handle)
-        except PesqPoolError:  # a dead or hung worker: score this pair here instead
-            batch = PesqPool(0).score(*pair)
-        scored = zip(batch.scores.tolist(), batch.valid.tolist(), strict=True)
-        pesqs += [denormalize_pesq(v) for v, ok in scored if ok]
+    while pending:
+        pesqs += _collect_pesq(pool, *pending.popleft())
     gathered = distrib.all_gather((pesqs, losses))
     all_pesq = [p for part, _ in gathered for p in part]
     all_loss = [v for _, part in gathered for v in part]
