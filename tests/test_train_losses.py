@@ -16,7 +16,6 @@ from mbsnet.train.losses import (
     compressed_magnitude,
     frame_mask,
     generator_loss,
-    padded_level_scale,
 )
 
 N = 4096  # 33 frames: enough for the discriminator's 16-frame minimum
@@ -79,7 +78,7 @@ def test_padding_does_not_count(stft):
     lengths = torch.tensor([N, 2500])
     clean[1, 2500:] = 0.0
     noisy[1, 2500:] = 0.0
-    scale = padded_level_scale(noisy, lengths)
+    scale = level_scale(noisy, lengths)
     garbage = enhanced.clone().requires_grad_(True)
     with torch.no_grad():
         garbage[1, 2500:] = 100.0 * torch.randn(N - 2500)
@@ -102,9 +101,9 @@ def test_full_lengths_equal_no_mask_and_masks(stft):
     a = generator_loss(clean, enhanced, level_scale(noisy), stft, full)
     b = generator_loss(clean, enhanced, level_scale(noisy), stft)
     assert a.terms == pytest.approx(b.terms, rel=1e-6)
-    assert torch.allclose(padded_level_scale(noisy, full), level_scale(noisy))
+    assert torch.allclose(level_scale(noisy, full), level_scale(noisy))
     padded = torch.cat([noisy[:1], torch.zeros(1, 1000)], dim=1)
-    assert torch.allclose(padded_level_scale(padded, torch.tensor([N])), level_scale(noisy[:1]))
+    assert torch.allclose(level_scale(padded, torch.tensor([N])), level_scale(noisy[:1]))
     assert frame_mask(torch.tensor([255, 256]), 4, 128).tolist() == [
         [True, True, False, False],
         [True, True, True, False],

@@ -1,18 +1,63 @@
-"""Level normalization: models see their input at unit RMS and return audio at its own level."""
+"""Level normalization: models see their input at unit *active* RMS and return audio at its level.
+
+One definition of level is used everywhere: training (each 2 s segment), inference (the whole
+file, once, so chunks agree), the ONNX graph, and the SNR of training mixtures. It is the mean
+power of the *active* 20 ms frames: frames within ACTIVE_RANGE_DB of the loudest frame and
+above ACTIVE_FLOOR. Whole-signal RMS would count a file's pauses and a segment's would not, so
+the same speech reached the model at different gains in training and at inference.
+
+Written with tensor ops only (no Python branch on values or lengths), so it traces and exports
+with dynamic batch and length.
+"""
 
 from __future__ import annotations
 
 import torch
 
+from mbsnet import SAMPLE_RATE
+
 # RMS floor: a silent or near-silent input is scaled by at most 1/MIN_RMS, never by inf.
 MIN_RMS = 1e-4
+FRAME = SAMPLE_RATE // 50
+"""20 ms frames for the activity measure."""
+ACTIVE_RANGE_DB = 40.0
+ACTIVE_FLOOR = 1e-8
+"""-80 dBFS frame power: quieter frames never count as active."""
 
 
-def level_scale(wave: torch.Tensor) -> torch.Tensor:
-    """Scale c = sqrt(N / sum(x^2)) that brings `wave` to unit RMS.
+def active_mean_square(wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean power of the active 20 ms frames of each signal; 0 where no frame is active.
 
-    Shape: wave (B, N) -> c (B, 1). The mean square is floored at MIN_RMS**2 so that digital
-    silence gives a finite c (the model's output is then divided by the same c).
+    Args:
+        wave: (B, N) signals.
+        lengths: (B,) valid samples per signal; samples past them never count (a partial
+            last frame is averaged over its valid samples).
+    Returns:
+        (B, 1) mean square, in the input dtype.
     """
-    mean_square = wave.pow(2).mean(dim=-1, keepdim=True)
-    return torch.rsqrt(mean_square.clamp_min(MIN_RMS**2))
+    n = wave.shape[-1]
+    if lengths is None:
+        lengths = torch.full(wave.shape[:1], n, device=wave.device)
+    else:
+        wave = torch.where(torch.arange(n, device=wave.device) < lengths.unsqueeze(-1), wave, 0.0)
+    pad = (-n) % FRAME  # shape arithmetic only, so tracing keeps the length dynamic
+    x = torch.nn.functional.pad(wave, (0, pad))
+    energy = x.pow(2).reshape(x.shape[0], -1, FRAME).sum(-1)  # (B, M)
+    starts = torch.arange(energy.shape[-1], device=wave.device) * FRAME
+    count = (lengths.unsqueeze(-1) - starts).clamp(0, FRAME).to(wave.dtype)  # valid samples
+    power = energy / count.clamp_min(1.0)
+    loudest = torch.where(count > 0, power, 0.0).amax(-1, keepdim=True)
+    threshold = (loudest * 10 ** (-ACTIVE_RANGE_DB / 10)).clamp_min(ACTIVE_FLOOR)
+    active = (count > 0) & (power >= threshold) & (power > ACTIVE_FLOOR)
+    weight = torch.where(active, count, 0.0)  # frames weighted by their valid samples
+    total = (power * weight).sum(-1, keepdim=True)
+    return total / weight.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def level_scale(wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Scale c that brings the active level of `wave` to unit RMS (see the module docstring).
+
+    Shape: wave (B, N), lengths (B,) -> c (B, 1). The mean square is floored at MIN_RMS**2,
+    so digital silence gives a finite c (the model's output is then divided by the same c).
+    """
+    return torch.rsqrt(active_mean_square(wave, lengths).clamp_min(MIN_RMS**2))

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mbsnet.models.level import MIN_RMS
 from mbsnet.stft import STFT
 
 COMPRESS_POWER = 0.3
@@ -67,21 +66,6 @@ class GeneratorLoss:
     terms: dict[str, float]
     clean_mag: torch.Tensor
     enhanced_mag: torch.Tensor
-
-
-def padded_level_scale(wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-    """`level_scale` of zero-padded signals, counting only the first `lengths` samples.
-
-    Shape: wave (B, N), lengths (B,) -> c (B, 1). Pass this c to the model as `scale` and to
-    `generator_loss`, so padding changes neither the model's gain nor the loss weighting.
-    """
-    if lengths is None:
-        mean_square = wave.pow(2).mean(dim=-1, keepdim=True)
-    else:
-        mask = sample_mask(lengths, wave.shape[-1])
-        energy = torch.where(mask, wave.pow(2), 0).sum(-1, keepdim=True)
-        mean_square = energy / lengths.to(wave.dtype).unsqueeze(-1)
-    return torch.rsqrt(mean_square.clamp_min(MIN_RMS**2))
 
 
 def sample_mask(lengths: torch.Tensor, num_samples: int) -> torch.Tensor:
@@ -184,7 +168,7 @@ def generator_loss(
     Args:
         clean: clean audio (B, N) at the input's level, zero-padded after `lengths`.
         enhanced: the model's output (B, N) at the input's level.
-        scale: the noisy input's level scale c (B, 1), e.g. `padded_level_scale(noisy, lengths)`.
+        scale: the noisy input's level scale c (B, 1), e.g. `level_scale(noisy, lengths)`.
         stft: the model's STFT (`model.stft`).
         lengths: valid samples per item (B,); None when no item is padded.
         discriminator: a `MetricDiscriminator`; None (or weights.metric == 0) drops the term.

@@ -8,9 +8,10 @@ mix at a random SNR, then scale the pair to a random level. Decisions, documente
   The mixture holds speech convolved with the whole RIR; the TARGET is speech convolved with
   the first 50 ms of it (direct path + early reflections), the usual dereverberation target:
   late reverberation is treated as something to remove, early reflections are not.
-- SNR: 10*log10(P_speech / P_noise). P_speech is the mean power of the *active* 20 ms frames
-  of the speech as it appears in the mixture (reverberant when reverberated): frames within
-  40 dB of the loudest frame and above -80 dBFS. P_noise is the noise's mean power over the
+- SNR: 10*log10(P_speech / P_noise). P_speech is the active level (`mbsnet.models.level`, the
+  model's own level definition: mean power of the 20 ms frames within 40 dB of the loudest and
+  above -80 dBFS) of the speech as it appears in the mixture (reverberant when reverberated).
+  P_noise is the noise's mean power over the
   whole segment. A segment without active speech (or digital-silent noise) skips SNR scaling.
 - Level: noisy and clean are scaled alike so the mixture RMS is uniform in `level_dbfs`
   (default -35..-15 dBFS); if either peak then exceeds 0.99 both are scaled down to 0.99.
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 
 from mbsnet import SAMPLE_RATE
 from mbsnet.audio import AudioError
+from mbsnet.models.level import active_mean_square
 from mbsnet.train.data import (
     Item,
     PathLike,
@@ -41,21 +43,14 @@ from mbsnet.train.files import AudioFile, DataError, load_mono, read_region, sca
 _STREAM_MIX_TRAIN = 2
 _STREAM_MIX_VALID = 3
 _STREAM_MIX_VALID_ORDER = 4
-_FRAME = SAMPLE_RATE // 50  # 20 ms frames for the speech activity measure
-_ACTIVE_RANGE_DB = 40.0
-_ACTIVE_FLOOR = 1e-8  # -80 dBFS frame power: quieter frames never count as speech
 EARLY_REVERB_MS = 50.0
 PEAK_LIMIT = 0.99
 
 
 def active_power(x: np.ndarray) -> float:
-    """Mean power of the active 20 ms frames of `x` (see the module docstring); 0 if none."""
-    n = x.shape[-1] // _FRAME * _FRAME
-    frames = np.square(x[:n].astype(np.float64)).reshape(-1, _FRAME).mean(axis=1)
-    if frames.size == 0 or frames.max() <= _ACTIVE_FLOOR:
-        return 0.0
-    active = frames[frames >= max(frames.max() * 10 ** (-_ACTIVE_RANGE_DB / 10), _ACTIVE_FLOOR)]
-    return float(active.mean())
+    """Mean power of the active 20 ms frames of `x` (`mbsnet.models.level`); 0 if none."""
+    wave = torch.from_numpy(np.asarray(x, dtype=np.float64)).unsqueeze(0)
+    return float(active_mean_square(wave))
 
 
 def _noise_gain(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> float:
