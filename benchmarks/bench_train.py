@@ -1,7 +1,7 @@
 """Training step time and peak memory by preset, batch, activation checkpointing, discriminator.
 
 Run: .venv/bin/python benchmarks/bench_train.py [--presets tiny base] [--batches 2 4 8] [--steps 3]
-     [--device cpu|cuda]
+     [--device cpu|cuda] [--only speedup|memory|disc]
 
 Every figure is measured in this run with the real training step (`mbsnet.train.loop.train_step`
 on a `build_run` run) over 2 s cuts of the real VoiceBank+DEMAND training pairs in
@@ -10,6 +10,11 @@ fresh subprocess, so its peak memory is its own: RSS (ru_maxrss) on the CPU,
 `torch.cuda.max_memory_allocated` with --device cuda. Targets (issue 4): base at batch 4 x 2 s
 within 2 GB peak RSS on the CPU, base at batch 8 within 4 GB on a GPU; time waiting for PESQ
 <= 10% of a step with the discriminator on.
+
+Speed-up (issue 9): the step as it was (`train.recompute_mamba = true`, eager) against the fast
+step (`recompute_mamba = false`, `train.compile = true`), from the same seed on the same batches,
+in alternating fresh processes. The first step's losses (same weights, same batch) show that the
+result is unchanged. Target >= 1.5x.
 """
 
 from __future__ import annotations
@@ -24,11 +29,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RSS_MB = 2048
 TARGET_GPU_MB = 4096
 TARGET_PESQ_WAIT = 0.10
+TARGET_SPEEDUP = 1.5
+TODAY = ("train.recompute_mamba=true", "train.compile=false")
+FAST = ("train.recompute_mamba=false", "train.compile=true")
+GEN_ONLY = "discriminator.enabled=false"
 
 
 def _shared_pairs() -> Path | None:
@@ -52,45 +62,90 @@ def _data_dir(tmp: Path, pairs: Path) -> Path:
     return tmp
 
 
-def _worker(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device: str) -> dict:
+def _build(tmp: Path, name: str, preset: str, batch: int, device: str, extra: list[str]) -> Any:
+    """A `build_run` run over the linked pairs, with the benchmark's settings plus `extra`."""
     import torch
 
     from mbsnet.train.config import TrainConfig
+    from mbsnet.train.trainer import build_run
+
+    data = tmp / "data"
+    if not data.exists():
+        _data_dir(data, _shared_pairs())
+    overrides = [
+        f"model.preset={preset}", f"data.data_dir='{data}'", f"train.batch_size={batch}",
+        "train.num_workers=0", f"discriminator.pesq_workers={min(batch, 2)}",
+        "validation.pesq_workers=0", *extra,
+    ]  # fmt: skip
+    cfg = TrainConfig.defaults().apply_overrides(overrides)
+    run_dir = tmp / name
+    run_dir.mkdir()
+    run = build_run(cfg, run_dir, torch.device(device))
+    run.logger.setLevel("WARNING")
+    return run
+
+
+def _timed_step(run: Any, step: int, batch: int, device: str) -> tuple[float, dict]:
+    """Seconds of one real training step on batch `step` of the pairs, and its log row."""
+    import torch
+
     from mbsnet.train.data import collate_fixed
     from mbsnet.train.step import train_step
-    from mbsnet.train.trainer import build_run, close_logging
+
+    n = len(run.train_set)
+    items = [run.train_set[(step, (step * batch + i) % n)] for i in range(batch)]
+    start = time.perf_counter()
+    row = train_step(run, [collate_fixed(items)])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    run.progress.step += 1
+    return time.perf_counter() - start, row
+
+
+def _close(run: Any) -> None:
+    from mbsnet.train.trainer import close_logging
+
+    for pool in (run.pool, run.valid_pool):
+        if pool is not None:
+            pool.close()
+    close_logging(run.logger)
+
+
+def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
+    """Median step time of one variant ("today" or "fast") and its first step's loss."""
+    import torch
+
+    torch.set_num_threads(2)
+    flags = {"today": TODAY, "fast": FAST}[variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _build(Path(tmp), variant, preset, 4, device, [*flags, GEN_ONLY])
+        times, first_loss = [], None
+        for step in range(steps + 2):  # steps 0 and 1 are warm-up (compilation)
+            seconds, row = _timed_step(run, step, 4, device)
+            if step == 0:
+                first_loss = row["loss"]
+            elif step > 1:
+                times.append(seconds)
+        _close(run)
+    return {"step_s": statistics.median(times), "loss": first_loss}
+
+
+def _worker(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device: str) -> dict:
+    import torch
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        data = _data_dir(Path(tmp) / "data", _shared_pairs())
-        overrides = [
-            f"model.preset={preset}", f"data.data_dir='{data}'", f"train.batch_size={batch}",
-            f"train.activation_checkpointing={str(ckpt).lower()}",
-            f"discriminator.enabled={str(disc).lower()}", "train.num_workers=0",
-            f"discriminator.pesq_workers={min(batch, 2)}", "validation.pesq_workers=0",
-        ]  # fmt: skip
-        cfg = TrainConfig.defaults().apply_overrides(overrides)
-        run_dir = Path(tmp) / "run"
-        run_dir.mkdir()
-        run = build_run(cfg, run_dir, torch.device(device))
-        run.logger.setLevel("WARNING")
-        n = len(run.train_set)
+        flags = [f"train.activation_checkpointing={str(ckpt).lower()}",
+                 f"discriminator.enabled={str(disc).lower()}"]  # fmt: skip
+        run = _build(Path(tmp), "run", preset, batch, device, flags)
         times, waits = [], []
         for step in range(steps + 1):  # step 0 is warm-up
-            items = [run.train_set[(step, (step * batch + i) % n)] for i in range(batch)]
             wait_before = run.pool.total_wait_s if run.pool else 0.0
-            start = time.perf_counter()
-            train_step(run, [collate_fixed(items)])
-            if device == "cuda":
-                torch.cuda.synchronize()
-            run.progress.step += 1
+            seconds, _ = _timed_step(run, step, batch, device)
             if step:
-                times.append(time.perf_counter() - start)
+                times.append(seconds)
                 waits.append((run.pool.total_wait_s - wait_before) if run.pool else 0.0)
-        for pool in (run.pool, run.valid_pool):
-            if pool is not None:
-                pool.close()
-        close_logging(run.logger)
+        _close(run)
     if device == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -102,11 +157,37 @@ def _worker(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device:
     }
 
 
-def _run(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device: str) -> dict:
-    args = [preset, str(batch), str(int(ckpt)), str(int(disc)), str(steps), device]
-    command = [sys.executable, __file__, "--worker", *args]
+def _subprocess(*args: str) -> dict:
+    command = [sys.executable, __file__, *args]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _run(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device: str) -> dict:
+    args = [preset, str(batch), str(int(ckpt)), str(int(disc)), str(steps), device]
+    return _subprocess("--worker", *args)
+
+
+def _speedup_table(presets: list[str], steps: int, device: str, rounds: int = 2) -> None:
+    """Today's step against the fast one: each in its own process, alternated `rounds` times.
+
+    A compiled and an eager model in one process disturb each other (the compiled kernels'
+    OpenMP threads), so each variant gets a fresh process; alternating them spreads drift in
+    the machine's load over both, and each round's ratio is printed.
+    """
+    print(f"Speed-up of the training step (batch 4 x 2 s, generator only, {device}, 2 threads):")
+    print(f"{'preset':<6} {'round':>5} {'today':>8} {'fast':>8} {'speed-up':>8}  "
+          "first-step loss today / fast")  # fmt: skip
+    for preset in presets:
+        for i in range(rounds):
+            today, fast = (
+                _subprocess("--speed-worker", preset, variant, str(steps), device)
+                for variant in ("today", "fast")
+            )
+            print(f"{preset:<6} {i + 1:>5} {today['step_s']:>7.3f}s {fast['step_s']:>7.3f}s "
+                  f"{today['step_s'] / fast['step_s']:>7.2f}x  {today['loss']:.6f} / "
+                  f"{fast['loss']:.6f}")  # fmt: skip
+    print(f"today = {', '.join(TODAY)}; fast = {', '.join(FAST)}; target >= {TARGET_SPEEDUP}x.\n")
 
 
 def main() -> None:
@@ -115,8 +196,14 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[2, 4, 8])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--only", choices=["speedup", "memory", "disc"])
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--speed-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speed_worker:
+        preset, variant, steps, device = args.speed_worker
+        print(json.dumps(_speed_worker(preset, variant, int(steps), device)))
+        return
     if args.worker:
         preset, batch, ckpt, disc, steps, device = args.worker
         flags = (ckpt == "1", disc == "1", int(steps), device)
@@ -126,32 +213,45 @@ def main() -> None:
         print("skipped: ../shared/data/vbd_train6 not found (set MBSNET_SHARED_DATA)")
         return
 
+    if args.only in (None, "speedup"):
+        _speedup_table(args.presets, args.steps, args.device)
     mem = "peak RSS" if args.device == "cpu" else "peak GPU"
-    print(f"Memory vs batch (generator only, 2 s cuts, {args.device}, 2 CPU threads):")
-    print(f"{'preset':<6} {'batch':>5} {'step':>8} {mem:>9} {'ckpt step':>9} "
-          f"{'ckpt mem':>9} {'saved':>9}")  # fmt: skip
-    for preset in args.presets:
-        for batch in args.batches:
-            plain = _run(preset, batch, False, False, args.steps, args.device)
-            ckpt = _run(preset, batch, True, False, args.steps, args.device)
-            saved = 1 - ckpt["peak_mb"] / plain["peak_mb"]
-            print(f"{preset:<6} {batch:>5} {plain['step_s']:>7.2f}s "
-                  f"{plain['peak_mb']:>7.0f}MB {ckpt['step_s']:>8.2f}s "
-                  f"{ckpt['peak_mb']:>7.0f}MB {saved:>9.1%}")  # fmt: skip
-    print("\nDiscriminator (batch 4, PESQ targets in a persistent 2-process pool):")
-    print(f"{'preset':<6} {'no disc':>8} {'with disc':>9} {'ratio':>6} {'PESQ wait':>9} "
-          f"{mem:>9}")  # fmt: skip
-    for preset in args.presets:
-        off = _run(preset, 4, False, False, args.steps, args.device)
-        on = _run(preset, 4, False, True, args.steps, args.device)
-        print(f"{preset:<6} {off['step_s']:>7.2f}s {on['step_s']:>8.2f}s "
-              f"{on['step_s'] / off['step_s']:>6.2f} {on['pesq_wait_share']:>9.1%} "
-              f"{on['peak_mb']:>7.0f}MB")  # fmt: skip
+    if args.only in (None, "memory"):
+        _memory_table(args.presets, args.batches, args.steps, args.device, mem)
+    if args.only in (None, "disc"):
+        _disc_table(args.presets, args.steps, args.device, mem)
     target = f"base batch 4 peak RSS <= {TARGET_RSS_MB} MB" if args.device == "cpu" else (
         f"base batch 8 peak GPU memory <= {TARGET_GPU_MB} MB")
     print(f"Targets: {target}; PESQ wait <= {TARGET_PESQ_WAIT:.0%} of a step. "
           "Step = median of --steps steps after one warm-up.")
 
+
+def _memory_table(
+    presets: list[str], batches: list[int], steps: int, device: str, mem: str
+) -> None:
+    print(f"Memory vs batch (generator only, 2 s cuts, {device}, 2 CPU threads):")
+    print(f"{'preset':<6} {'batch':>5} {'step':>8} {mem:>9} {'ckpt step':>9} "
+          f"{'ckpt mem':>9} {'saved':>9}")  # fmt: skip
+    for preset in presets:
+        for batch in batches:
+            plain = _run(preset, batch, False, False, steps, device)
+            ckpt = _run(preset, batch, True, False, steps, device)
+            saved = 1 - ckpt["peak_mb"] / plain["peak_mb"]
+            print(f"{preset:<6} {batch:>5} {plain['step_s']:>7.2f}s "
+                  f"{plain['peak_mb']:>7.0f}MB {ckpt['step_s']:>8.2f}s "
+                  f"{ckpt['peak_mb']:>7.0f}MB {saved:>9.1%}")  # fmt: skip
+
+
+def _disc_table(presets: list[str], steps: int, device: str, mem: str) -> None:
+    print("\nDiscriminator (batch 4, PESQ targets in a persistent 2-process pool):")
+    print(f"{'preset':<6} {'no disc':>8} {'with disc':>9} {'ratio':>6} {'PESQ wait':>9} "
+          f"{mem:>9}")  # fmt: skip
+    for preset in presets:
+        off = _run(preset, 4, False, False, steps, device)
+        on = _run(preset, 4, False, True, steps, device)
+        print(f"{preset:<6} {off['step_s']:>7.2f}s {on['step_s']:>8.2f}s "
+              f"{on['step_s'] / off['step_s']:>6.2f} {on['pesq_wait_share']:>9.1%} "
+              f"{on['peak_mb']:>7.0f}MB")  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -170,12 +170,15 @@ class Mamba2(nn.Module):
             param._no_weight_decay = True  # read by optimizers' param-group builders
         self.norm = RMSNormGated(self.d_inner, group_size=self.d_inner // ngroups, eps=1e-5)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+        # Recompute conv, scan and gated norm in backward (see `forward`): a runtime switch for
+        # memory (`mbsnet.models.set_memory_saving`), not part of the architecture or checkpoint.
+        self.recompute_mix = True
 
     def forward(self, u: Tensor) -> Tensor:
         if not _exporting() and resolve_kernel(u.device) == "mamba_ssm":
             return self._fused_forward(u)
         zxbcdt = self.in_proj(u)
-        if torch.is_grad_enabled() and not _exporting():
+        if self.recompute_mix and torch.is_grad_enabled() and not _exporting():
             # Keep only in_proj's output for backward and recompute conv, scan and gated norm
             # there, as mamba_ssm's fused kernel does: autograd would otherwise hold ~20 tensors
             # of the layer's width per token (measured: 2.7 GB -> under 1 GB for a base model

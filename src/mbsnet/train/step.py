@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mbsnet.models.level import level_scale
 from mbsnet.train import losses
 from mbsnet.train.config import lr_at
 from mbsnet.train.discriminator_step import discriminator_loss
@@ -44,7 +45,7 @@ def generator_forward(
 ) -> tuple[torch.Tensor, Any]:
     """Forward and loss; `c` scales both the model input and the loss (same level)."""
     cfg = run.cfg
-    c = losses.padded_level_scale(noisy, lengths)
+    c = level_scale(noisy, lengths)
     with torch.autocast(run.device.type, torch.bfloat16, enabled=run.autocast):
         enhanced = module(noisy, scale=c)
     weights = losses.LossWeights(cfg.loss.ri, cfg.loss.mag, cfg.loss.time, cfg.loss.metric)
@@ -146,7 +147,9 @@ def train_step(run: Run, micro_batches: list[Any]) -> dict[str, Any]:
         last = i == len(micro_batches) - 1
         sync = contextlib.nullcontext() if last or run.gen is run.model else run.gen.no_sync()
         with sync:
-            enhanced, result = generator_forward(run, noisy, clean, lengths, run.gen, run.disc)
+            enhanced, result = generator_forward(
+                run, noisy, clean, lengths, run.gen_step, run.disc
+            )
             handle = None
             if run.disc is not None:  # submitted early: PESQ overlaps the backward pass
                 handle = _submit_pesq(run, clean, enhanced, lengths)

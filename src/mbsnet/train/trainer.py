@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mbsnet import distrib
-from mbsnet.models import count_parameters, create_model
+from mbsnet.models import count_parameters, create_model, set_memory_saving
 from mbsnet.models.discriminator import create_discriminator
 from mbsnet.train.config import ConfigError, TrainConfig, model_config
 from mbsnet.train.data import collate_fixed
@@ -220,6 +220,7 @@ class Run:
     device: torch.device
     model: nn.Module
     gen: nn.Module  # `model`, or its DistributedDataParallel wrapper
+    gen_step: nn.Module  # what training steps call: `gen`, or its torch.compile'd wrapper
     optimizer: torch.optim.Optimizer
     train_set: Any
     valid_set: Any
@@ -336,6 +337,15 @@ def _ddp(module: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
+def _compiled(module: nn.Module) -> nn.Module:
+    """`module` under torch.compile for the fixed-shape training steps.
+
+    Validation and checkpoints keep using the plain module (same parameters): whole files of
+    many lengths would each trigger a recompilation, and state dicts keep their own names.
+    """
+    return torch.compile(module, dynamic=False)
+
+
 def _adamw(module: nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     o = cfg.optim
     return torch.optim.AdamW(
@@ -349,16 +359,27 @@ def build_run(
     device: torch.device,
     pool_factory: Any = None,
     overfit: int = 0,
+    init: tuple[dict[str, Any], str] | None = None,
 ) -> Run:
-    """Data, model, discriminator, optimizers and log files for `cfg` (fresh weights)."""
+    """Data, model, discriminator, optimizers and log files for `cfg`.
+
+    The model starts from fresh weights, or from `init` ((state dict, log line), from
+    `mbsnet.train.init_weights.apply_init`).
+    """
     logger = setup_logging(run_dir)
     train_set, valid_set = _datasets(cfg, overfit)
     _seed_everything(cfg.train.seed)
-    model = create_model(cfg.model.arch, model_config(cfg.model)).to(device)
-    model.checkpoint_blocks = cfg.train.activation_checkpointing
+    model = create_model(cfg.model.arch, model_config(cfg.model))
+    if init is not None:
+        model.load_state_dict(init[0])
+        logger.info("initialised from %s", init[1])
+    model = model.to(device)
     t = cfg.train
+    set_memory_saving(model, t.activation_checkpointing, t.recompute_mamba)
+    gen = _ddp(model, device)
     run = Run(
-        cfg=cfg, run_dir=run_dir, device=device, model=model, gen=_ddp(model, device),
+        cfg=cfg, run_dir=run_dir, device=device, model=model, gen=gen,
+        gen_step=_compiled(gen) if t.compile else gen,
         optimizer=_adamw(model, cfg, cfg.optim.lr), train_set=train_set, valid_set=valid_set,
         total_steps=0, logger=logger, files=RunFiles(run_dir, distrib.is_main()),
     )  # fmt: skip
