@@ -80,6 +80,11 @@ def _multi_dir(name: str, help: str):
     help="Output folder: checkpoints/, train.log, steps.csv, epochs.csv, config.toml.",
 )  # fmt: skip
 @click.option(
+    "--init", "init", metavar="CKPT",
+    help='Start from this checkpoint\'s weights ("default": the bundled model) with a fresh '
+    "optimizer and schedule; the model comes from the checkpoint (sets model.init).",
+)
+@click.option(
     "--resume", "resume_dir", type=_PATHS,
     help="Continue the run in this folder from checkpoints/latest.pt (its own config).",
 )  # fmt: skip
@@ -107,7 +112,8 @@ def _multi_dir(name: str, help: str):
 def train(
     config: Path | None, data_dir: Path | None, speech: tuple[Path, ...],
     noise: tuple[Path, ...], rir: tuple[Path, ...], valid_speech: tuple[Path, ...],
-    valid_noise: tuple[Path, ...], run_dir: Path | None, resume_dir: Path | None,
+    valid_noise: tuple[Path, ...], run_dir: Path | None, init: str | None,
+    resume_dir: Path | None,
     max_steps: int | None, stop_at_step: int | None, overrides: tuple[str, ...],
     print_config: bool, overfit: int | None, quiet: bool,
 ) -> None:  # fmt: skip
@@ -121,6 +127,8 @@ def train(
     `torchrun --nproc_per_node K -m mbsnet train ...` as DistributedDataParallel.
     """
     data = _data_overrides(data_dir, speech, noise, rir, valid_speech, valid_noise)
+    if init is not None:
+        data.append(f"model.init={json.dumps(init)}")
     if print_config:
         if resume_dir is not None:
             raise click.UsageError("--print-config shows a new run's config; not with --resume")
@@ -135,6 +143,7 @@ def train(
     from mbsnet.checkpoint import CheckpointError
     from mbsnet.train.config import ConfigError
     from mbsnet.train.files import DataError
+    from mbsnet.train.init_weights import InitError
     from mbsnet.train.loop import TrainingError
     from mbsnet.train.loop import train as run_train
 
@@ -145,7 +154,7 @@ def train(
         else:
             cfg = _train_config(config, data, overrides, overfit or 0)
             run_train(cfg, run_dir, overfit=overfit or 0, **common)
-    except (CheckpointError, ConfigError, DataError, TrainingError, ValueError) as error:
+    except (CheckpointError, ConfigError, DataError, InitError, TrainingError, ValueError) as error:
         raise click.ClickException(str(error)) from None
 
 

@@ -39,6 +39,10 @@ class ModelSection:
     params: dict[str, Any] = field(
         default_factory=dict, metadata=_meta("explicit config fields applied on top of the preset")
     )
+    init: str = _f(
+        "", 'start from this checkpoint\'s weights ("default": the bundled model); its arch and '
+        "config replace the other model settings; fresh optimizer and schedule",
+    )  # fmt: skip
 
 
 @dataclass
@@ -145,6 +149,12 @@ class TrainSection:
     max_consecutive_nonfinite: int = _f(10, "abort after this many non-finite steps in a row")
     amp: str = _f("off", "mixed precision: off or bf16 autocast", ("off", "bf16"))
     activation_checkpointing: bool = _f(False, "recompute encoder activations in backward")
+    recompute_mamba: bool = _f(
+        True, "recompute each Mamba layer's conv, scan and norm in backward (less memory, slower)"
+    )
+    compile: bool = _f(
+        False, "torch.compile the generator for training steps (fused kernels; compiles ~1-2 min)"
+    )
     seed: int = _f(0, "seed of torch, numpy and the data order")
     num_workers: int = _f(2, "data loader worker processes")
     log_every_steps: int = _f(50, "steps between training log lines")

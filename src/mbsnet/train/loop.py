@@ -17,6 +17,7 @@ import torch
 
 from mbsnet import distrib
 from mbsnet.train.config import TrainConfig
+from mbsnet.train.init_weights import apply_init
 from mbsnet.train.state import Progress, read_train_state, restore_train_state
 from mbsnet.train.step import generator_forward, train_step
 from mbsnet.train.trainer import (
@@ -62,13 +63,15 @@ def _validate(run: Run) -> tuple[float, float]:
     else:
         p.bad_validations += 1
     run.logger.info(
-        f"validation at step {p.step}: PESQ {pesq:.3f} over {count} item(s), loss {loss:.4f}, "
+        f"validation at step {p.step}: PESQ {pesq:.3f} ({pesq - p.noisy_pesq:+.3f} over the "
+        f"noisy input's {p.noisy_pesq:.3f}) over {count} item(s), loss {loss:.4f}, "
         f"best {p.best_pesq:.3f} (step {p.best_step}){' *' if improved else ''} "
         f"[{seconds:.1f} s]"
     )
     run.files.validation(
         {"step": p.step, "epoch": p.epoch, "valid_pesq": pesq, "valid_loss": loss,
-         "pesq_count": count, "best_pesq": p.best_pesq, "time_s": round(seconds, 1)}
+         "pesq_count": count, "best_pesq": p.best_pesq, "noisy_pesq": p.noisy_pesq,
+         "time_s": round(seconds, 1)}
     )  # fmt: skip
     if es.patience and p.bad_validations >= es.patience:
         p.stopped_early = True
@@ -223,6 +226,7 @@ def train(
                 "or choose another --run-dir"
             )
         assert cfg is not None
+        init = apply_init(cfg) if cfg.model.init and not resume else None
         saved_max_steps = cfg.train.max_steps
         if max_steps is not None:
             cfg.train.max_steps = max_steps
@@ -230,7 +234,7 @@ def train(
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
         distrib.barrier()
-        run = build_run(cfg, run_dir, pick_device(), pool_factory, overfit)
+        run = build_run(cfg, run_dir, pick_device(), pool_factory, overfit, init)
         run.show_progress = progress
         run.stop_at_step = stop_at_step or 0
         if resume and cfg.train.max_steps != saved_max_steps:
@@ -293,6 +297,8 @@ def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
 def _run_to_the_end(run: Run, resumed: bool) -> None:
     """Epochs until done or paused, then the final validation, checkpoint and reports."""
     p, every = run.progress, run.cfg.validation.every_steps
+    if math.isnan(p.noisy_pesq):
+        _score_noisy_input(run)
     if resumed and every and p.step and p.step % every == 0 and p.last_validation_step != p.step:
         _validate(run)  # due at the step the run was stopped at, before it could run
     while not _finished(run) and run_epoch(run):
@@ -328,15 +334,25 @@ def _adapt_to_world_size(run: Run) -> None:
     p.world_size = world
 
 
-def _report_overfit(run: Run) -> None:
-    """PESQ of the overfit pairs after training, beside that of their noisy input."""
-    noisy_pesq, _, _ = validate(
+def _score_noisy_input(run: Run) -> None:
+    """PESQ of the unprocessed noisy input on the validation items, once per run.
+
+    Every later validation is logged beside it, so a score reads as a gain. Not interruptible
+    (a signal waits for it): it scores the validation set once, without the model.
+    """
+    pesq, _, count = validate(
         run.model, run.valid_set, lambda noisy, clean, lengths: (noisy, 0.0), run.device,
         run.valid_pool,
     )  # fmt: skip
+    run.progress.noisy_pesq = pesq
+    run.logger.info(f"validation items as they come (noisy input): PESQ {pesq:.3f} over {count}")
+
+
+def _report_overfit(run: Run) -> None:
+    """PESQ of the overfit pairs after training, beside that of their noisy input."""
     run.logger.info(
         "overfit on %d training pair(s): PESQ %.3f after training (noisy input %.3f)",
         run.progress.overfit,
         run.last_pesq,
-        noisy_pesq,
+        run.progress.noisy_pesq,
     )

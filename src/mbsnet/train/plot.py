@@ -22,7 +22,8 @@ STEP_FIELDS = (
     "nonfinite_steps", "pesq_wait_s",
 )
 VALIDATION_FIELDS = (
-    "step", "epoch", "valid_pesq", "valid_loss", "pesq_count", "best_pesq", "time_s",
+    "step", "epoch", "valid_pesq", "valid_loss", "pesq_count", "best_pesq", "noisy_pesq",
+    "time_s",
 )
 # fmt: on
 EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "valid_pesq", "best_pesq", "time_s")
@@ -179,7 +180,11 @@ def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
     top.set_ylabel("training loss")
     top.legend()
     x, y = _column(validations, "valid_pesq")
-    bottom.plot(x, y, marker="o")
+    bottom.plot(x, y, marker="o", label="enhanced")
+    x, y = _column(validations, "noisy_pesq")
+    if x:
+        bottom.plot(x, y, linestyle="--", color="gray", label="noisy input")
+        bottom.legend()
     bottom.set_ylabel("validation PESQ (wb)")
     bottom.set_xlabel("step")
     fig.tight_layout()

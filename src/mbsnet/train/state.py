@@ -42,6 +42,7 @@ class Progress:
     stopped_early: bool = False
     overfit: int = 0  # > 0: train and validate on the first `overfit` training pairs only
     world_size: int = 1  # processes that wrote this state (`batch` counts per process)
+    noisy_pesq: float = float("nan")  # validation PESQ of the unprocessed noisy input
 
 
 def rng_state() -> dict[str, Any]:

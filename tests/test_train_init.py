@@ -1,0 +1,86 @@
+"""Fine-tuning (`--init`), the noisy-input baseline of validation, and the fast-step switches."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from mbsnet.checkpoint import save_checkpoint
+from mbsnet.models import create_model, preset_config, set_memory_saving
+from mbsnet.train import loop
+from mbsnet.train.init_weights import InitError
+from test_train_loop import _cfg, _train_cli, data_dir  # noqa: F401  (fixture)
+
+
+def _validations(run_dir):
+    with open(run_dir / "validations.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _tiny_checkpoint(path, seed=3):
+    torch.manual_seed(seed)
+    model = create_model("mbsnet", preset_config("tiny"))
+    save_checkpoint(path, model)
+    return model
+
+
+def test_init_starts_from_the_weights_with_a_fresh_schedule(data_dir, tmp_path):  # noqa: F811
+    source = _tiny_checkpoint(tmp_path / "source.pt")
+    cfg = _cfg(data_dir).apply_overrides([f'model.init="{tmp_path / "source.pt"}"'])
+    loop.train(cfg, tmp_path / "run", max_steps=1, stop_at_step=1, progress=False)
+    ckpt = torch.load(tmp_path / "run/checkpoints/latest.pt", weights_only=True)
+    assert ckpt["extra"]["train"]["progress"]["step"] == 1  # counted from 0, not continued
+    moved = [k for k, v in source.state_dict().items() if not torch.equal(v, ckpt["state_dict"][k])]
+    assert moved  # one step of training changed the weights ...
+    delta = max((source.state_dict()[k] - ckpt["state_dict"][k]).abs().max() for k in moved)
+    assert delta < 1e-2  # ... by one small step from the source, not from a fresh init
+    log = (tmp_path / "run/train.log").read_text()
+    assert f"initialised from weights from {tmp_path / 'source.pt'}" in log
+    assert ckpt["arch"] == "mbsnet" and ckpt["config"]["d_model"] == source.config.d_model
+
+
+def test_init_refuses_a_config_that_asks_for_another_model(data_dir, tmp_path):  # noqa: F811
+    _tiny_checkpoint(tmp_path / "source.pt")
+    cfg = _cfg(data_dir).apply_overrides(
+        ["model.params={d_model = 48}", f'model.init="{tmp_path / "source.pt"}"']
+    )
+    with pytest.raises(InitError, match=r"holds a mbsnet model.*d_model.*drop the model settings"):
+        loop.train(cfg, tmp_path / "run", max_steps=1, progress=False)
+
+
+def test_init_errors_are_one_line_cli_errors(data_dir, tmp_path):  # noqa: F811
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    result = _train_cli(
+        "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "run"), "--init",
+        str(tmp_path / "junk.pt"), "--set", 'model.preset="tiny"',
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "--init" in result.output and "not a readable checkpoint" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_validation_logs_the_noisy_input_once(data_dir, tmp_path):  # noqa: F811
+    loop.train(_cfg(data_dir), tmp_path / "run", max_steps=2, stop_at_step=1, progress=False)
+    loop.train(None, tmp_path / "run", resume=True, progress=False)
+    log = (tmp_path / "run/train.log").read_text()
+    assert log.count("validation items as they come (noisy input)") == 1
+    (row,) = _validations(tmp_path / "run")
+    noisy = float(row["noisy_pesq"])
+    assert 1.0 <= noisy <= 4.6
+    assert f"over the noisy input's {noisy:.3f}" in log
+
+
+def test_fast_step_switches_leave_the_gradients_unchanged():
+    torch.manual_seed(0)
+    model = create_model("mbsnet", preset_config("tiny"))
+    wave = torch.randn(2, 8000)
+    grads = []
+    for recompute in (True, False):
+        set_memory_saving(model, checkpoint_blocks=False, recompute_mamba=recompute)
+        model.zero_grad()
+        model(wave).pow(2).mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
