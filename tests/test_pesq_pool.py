@@ -101,3 +101,42 @@ def test_workers_persist_overlap_and_recover_from_a_crash(batch):
     with pytest.raises(PesqPoolError, match="closed"):
         pool.submit(clean, noisy, lengths)
     pool.close()  # idempotent
+
+
+_GROUP_SIGNAL_SCRIPT = """
+import os, signal, sys, time
+import soundfile as sf
+from mbsnet.train.pesq_targets import PesqPool
+
+def main():
+    caught = []
+    signal.signal(signal.SIGTERM, lambda *_: caught.append("TERM"))  # as the trainer's StopFlag
+    signal.signal(signal.SIGINT, lambda *_: caught.append("INT"))
+    audio, _ = sf.read(sys.argv[1], dtype="float32")
+    with PesqPool(2) as pool:
+        os.killpg(0, signal.SIGTERM)  # what Slurm and Ctrl-C do: every process of the group
+        os.killpg(0, signal.SIGINT)
+        time.sleep(0.5)
+        scores = pool.score(audio[None], audio[None])
+    print(caught, bool(scores.valid.all()))
+
+
+if __name__ == "__main__":  # spawned workers re-import this script
+    main()
+"""
+
+
+def test_workers_survive_a_signal_to_the_whole_process_group(tmp_path):
+    """The parent handles SIGTERM/SIGINT (and saves); its PESQ workers must not die of them."""
+    example = Path(__file__).parents[1] / "examples" / "noisy_p232_005.wav"
+    script = tmp_path / "group_signal.py"
+    script.write_text(_GROUP_SIGNAL_SCRIPT)
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(script), str(example)], capture_output=True, text=True,
+        timeout=120, start_new_session=True,  # its own process group: the signal stays there
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['TERM', 'INT'] True"

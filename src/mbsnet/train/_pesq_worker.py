@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import time
 
 import numpy as np
 
@@ -17,13 +19,30 @@ from mbsnet.eval.metrics import pesq_wb
 THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
+def ignore_stop_signals() -> None:
+    """Ignore SIGINT and SIGTERM: the parent ends its workers itself.
+
+    A Ctrl-C, or the SIGTERM a scheduler sends to every process of a job, reaches the whole
+    process group. A worker killed by it would drop the scores of the step in flight, so the
+    run the parent then saves and resumes would no longer match an uninterrupted one.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def init_worker() -> None:
-    """Process initializer: one BLAS/OpenMP thread (effective for libraries loaded after it)."""
+    """Process initializer: stop signals ignored, one BLAS/OpenMP thread (for later imports)."""
+    ignore_stop_signals()
     os.environ.update(THREAD_ENV)
 
 
-def ping() -> int:
-    """A no-op task used to start the workers and to find their process ids."""
+def ping(hold_s: float = 0.0) -> int:
+    """A task that starts the workers and tells their process id.
+
+    `hold_s` keeps this worker busy for a moment, so that a round of pings reaches every
+    worker instead of one fast worker answering them all.
+    """
+    time.sleep(hold_s)
     return os.getpid()
 
 

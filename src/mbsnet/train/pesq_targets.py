@@ -161,13 +161,18 @@ class PesqPool:
         )
         self._executor = executor
         self._finalizer = weakref.finalize(self, executor.shutdown, False, cancel_futures=True)
-        # Workers are spawned on demand, one per submit while none is idle: submitting one
-        # ping per worker starts them all now, inside the single-thread environment.
-        with _single_thread_env():
-            pings = [executor.submit(ping) for _ in range(self.workers)]
+        # Workers are spawned on demand, one per submit while none is idle: a round of pings
+        # per worker starts them all now, inside the single-thread environment. Rounds repeat
+        # until every worker has answered, i.e. run its initializer: before that it would
+        # still die of a SIGTERM sent to the whole process group.
+        seen: set[int] = set()
         try:
-            for future in pings:
-                future.result(timeout=self.start_timeout_s)
+            for _ in range(20):
+                with _single_thread_env():
+                    pings = [executor.submit(ping, 0.05) for _ in range(self.workers)]
+                seen.update(f.result(timeout=self.start_timeout_s) for f in pings)
+                if len(seen) >= self.workers:
+                    break
         except (BrokenProcessPool, FutureTimeout) as exc:
             self._broken = True
             raise PesqPoolError(
@@ -187,9 +192,10 @@ class PesqPool:
             self._finalizer.detach()
         if self._executor is not None:
             if not wait:
-                # A hung worker would outlive shutdown(wait=False): end our own processes.
+                # A hung worker would outlive shutdown(wait=False): end our own processes
+                # (SIGKILL: the workers ignore SIGTERM, see `ignore_stop_signals`).
                 for process in list((getattr(self._executor, "_processes", None) or {}).values()):
-                    process.terminate()
+                    process.kill()
             self._executor.shutdown(wait=wait, cancel_futures=True)
             self._executor = None
 
