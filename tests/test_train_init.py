@@ -6,12 +6,12 @@ import csv
 
 import pytest
 import torch
+from test_train_loop import _cfg, _train_cli, data_dir  # noqa: F401  (fixture)
 
 from mbsnet.checkpoint import save_checkpoint
 from mbsnet.models import create_model, preset_config, set_memory_saving
 from mbsnet.train import loop
 from mbsnet.train.init_weights import InitError
-from test_train_loop import _cfg, _train_cli, data_dir  # noqa: F401  (fixture)
 
 
 def _validations(run_dir):

@@ -5,7 +5,9 @@ Every number here is computed from the module tree or counted while running it, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,17 +43,28 @@ def parameters_by_module(model: nn.Module) -> dict[str, int]:
     return {name: n for name, n in table.items() if n}
 
 
+def _addcmul_flops(*shapes: Any, out_shape: Any = None, **_: Any) -> int:
+    """addcmul(x, a, b) = x + a * b: one multiply-accumulate (2 flops) per output element."""
+    return 2 * math.prod(out_shape)
+
+
+# Mamba-2's depthwise causal conv runs as shifted addcmul (mbsnet.models.mamba2), which
+# FlopCounterMode does not count on its own.
+_EXTRA_FLOPS = {torch.ops.aten.addcmul: _addcmul_flops}
+
+
 def count_macs_per_second(model: nn.Module, seconds: float = MACS_PROBE_SECONDS) -> int:
     """Multiply-accumulates of one forward pass, per second of 16 kHz mono audio.
 
-    Counted with torch's FlopCounterMode (matmuls, convolutions, recurrent cells) on a probe
-    signal of `seconds` seconds, so it covers the STFT, the scan and the mask head alike.
-    Element-wise operations are not MACs and are not counted.
+    Counted with torch's FlopCounterMode (matmuls, convolutions, recurrent cells, plus
+    addcmul: the causal conv of the Mamba layers) on a probe signal of `seconds` seconds, so it
+    covers the STFT, the scan and the mask head alike. Other element-wise operations are not
+    MACs and are not counted.
     """
     n_samples = int(seconds * model.sample_rate)
     probe = torch.randn(1, n_samples, generator=torch.Generator().manual_seed(0))
     device = next(model.parameters()).device
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
     with torch.inference_mode(), counter:
         model(probe.to(device))
     return round(counter.get_total_flops() / 2 / seconds)
