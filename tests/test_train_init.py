@@ -84,3 +84,33 @@ def test_fast_step_switches_leave_the_gradients_unchanged():
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_resume_may_change_paths_and_workers_but_not_the_recipe(data_dir, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    loop.train(_cfg(data_dir), run, max_steps=3, stop_at_step=1, progress=False)
+    moved = tmp_path / "moved"
+    moved.symlink_to(data_dir, target_is_directory=True)  # the data at another path
+    with pytest.raises(loop.ConfigError, match=r"optim.lr cannot change on --resume"):
+        loop.train(None, run, resume=True, overrides=["optim.lr=1e-3"], progress=False)
+    overrides = [f'data.data_dir="{moved}"', "train.log_every_steps=7"]
+    loop.train(None, run, resume=True, overrides=overrides, progress=False)
+    log = (run / "train.log").read_text()
+    assert f"resume override data.data_dir: '{data_dir}' -> '{moved}'" in log
+    assert "resume override train.log_every_steps: 1 -> 7" in log
+    ckpt = torch.load(run / "checkpoints/latest.pt", weights_only=True)
+    assert ckpt["extra"]["train"]["config"]["data"]["data_dir"] == str(moved)
+    # Same result as a run that never moved:
+    loop.train(_cfg(data_dir), tmp_path / "straight", max_steps=3, progress=False)
+    straight = torch.load(tmp_path / "straight/checkpoints/latest.pt", weights_only=True)
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, ckpt["state_dict"][key]), key
+
+
+def test_cli_resume_takes_safe_set_options(data_dir, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    loop.train(_cfg(data_dir), run, max_steps=2, stop_at_step=1, progress=False)
+    bad = _train_cli("--resume", str(run), "--set", "train.batch_size=3")
+    assert bad.exit_code == 1 and "train.batch_size cannot change on --resume" in bad.output
+    good = _train_cli("--resume", str(run), "--set", "train.num_workers=0")
+    assert good.exit_code == 0, good.output

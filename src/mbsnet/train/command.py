@@ -134,9 +134,11 @@ def train(
             raise click.UsageError("--print-config shows a new run's config; not with --resume")
         click.echo(_train_config(config, data, overrides, overfit or 0).to_toml(), nl=False)
         return
-    if resume_dir is not None and (config or data or run_dir or overrides or overfit):
+    if resume_dir is not None and (config or run_dir or overfit or init):
         raise click.UsageError(
-            "--resume takes only --max-steps and --stop-at-step (the run keeps its config)"
+            "--resume keeps the run's config: it takes --max-steps, --stop-at-step, and --set "
+            "or data folders for settings that do not change the result (paths, workers, "
+            "logging, checkpoint cadence)"
         )
     if resume_dir is None and run_dir is None:
         raise click.UsageError("give --run-dir for a new run, or --resume RUN_DIR")
@@ -150,7 +152,9 @@ def train(
     common = {"max_steps": max_steps, "stop_at_step": stop_at_step, "progress": not quiet}
     try:
         if resume_dir is not None:
-            run_train(None, resume_dir, resume=True, **common)
+            mixing_mode = [item for item in data if not item.startswith("data.mode=")]
+            run_train(None, resume_dir, resume=True, overrides=[*mixing_mode, *overrides],
+                      **common)  # fmt: skip
         else:
             cfg = _train_config(config, data, overrides, overfit or 0)
             run_train(cfg, run_dir, overfit=overfit or 0, **common)

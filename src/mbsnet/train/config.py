@@ -413,6 +413,50 @@ class TrainConfig:
         return TrainConfig.from_dict(data)
 
 
+RESUME_SAFE_KEYS = frozenset(
+    [f"data.{k}" for k in ("data_dir", "speech_dirs", "noise_dirs", "rir_dirs",
+                           "valid_speech_dirs", "valid_noise_dirs")]
+    + ["train.num_workers", "train.log_every_steps", "train.recompute_mamba",
+       "train.activation_checkpointing", "validation.pesq_workers",
+       "discriminator.pesq_workers"]
+    + [f"checkpoint.{k}" for k in ("every_steps", "every_minutes", "keep_epochs")]
+)  # fmt: skip
+"""Settings a resumed run may change: where the data lives, worker counts, logging, checkpoint
+cadence and memory switches. None of them changes what is trained (the data must be the same
+files; items are a pure function of seed, epoch and index, whatever the worker count)."""
+
+
+def _flat(cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        f"{section}.{key}": value
+        for section, table in cfg.to_dict().items()
+        for key, value in table.items()
+    }
+
+
+def resume_overrides(saved: TrainConfig, overrides: list[str]) -> tuple[TrainConfig, list[str]]:
+    """`saved` with the overrides a resume allows, and one "key: old -> new" line per change.
+
+    Raises:
+        ConfigError: an override would change a setting outside RESUME_SAFE_KEYS (one line
+            naming it and why).
+    """
+    new = saved.apply_overrides(overrides)
+    old_flat, new_flat = _flat(saved), _flat(new)
+    changes = []
+    for key, value in new_flat.items():
+        if value == old_flat[key]:
+            continue
+        if key not in RESUME_SAFE_KEYS:
+            raise ConfigError(
+                f"{key} cannot change on --resume ({old_flat[key]!r} -> {value!r}): it changes "
+                "what the run trains; start a new run, e.g. with --init from this run's "
+                "checkpoint (paths, worker counts, logging and checkpoint cadence may change)"
+            )
+        changes.append(f"{key}: {old_flat[key]!r} -> {value!r}")
+    return new, changes
+
+
 def lr_at(step: int, optim: OptimSection, total_steps: int, base_lr: float | None = None) -> float:
     """Learning rate of optimizer step `step` (0-based): a pure function, no scheduler state.
 

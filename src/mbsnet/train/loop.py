@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mbsnet import distrib
-from mbsnet.train.config import TrainConfig
+from mbsnet.train.config import ConfigError, TrainConfig, resume_overrides
 from mbsnet.train.init_weights import apply_init
 from mbsnet.train.state import Progress, read_train_state, restore_train_state
 from mbsnet.train.step import generator_forward, train_step
@@ -35,7 +35,7 @@ from mbsnet.train.trainer import (
     validate,
 )
 
-__all__ = ["TrainingError", "train", "train_step", "validate"]
+__all__ = ["ConfigError", "TrainingError", "train", "train_step", "validate"]
 
 
 def _validate(run: Run) -> tuple[float, float]:
@@ -194,6 +194,7 @@ def train(
     progress: bool = True,
     pool_factory: Any = None,
     overfit: int = 0,
+    overrides: list[str] | None = None,
 ) -> Progress:
     """Train (or, with `resume`, continue the run in `run_dir` from its latest.pt).
 
@@ -208,17 +209,21 @@ def train(
         pool_factory: builds the PESQ pool from a worker count (tests pass stubs).
         overfit: > 0: train and validate on the first N training pairs (a sanity check that
             the model can fit them); kept in the checkpoint, so a resume does the same.
+        overrides: with `resume`, ``section.key=value`` changes of settings that leave the
+            result alone (`config.RESUME_SAFE_KEYS`: data paths, workers, logging, checkpoint
+            cadence); anything else is a ConfigError. Each change is logged.
     Returns:
         The final progress counters.
     """
     run_dir = Path(run_dir)
     distrib.init_from_env()
     try:
-        ckpt = None
+        ckpt, changes = None, []
         if resume:
             ckpt_path = run_dir / "checkpoints" / "latest.pt"
             ckpt = read_train_state(ckpt_path)
             cfg = TrainConfig.from_dict(ckpt["extra"]["train"]["config"])
+            cfg, changes = resume_overrides(cfg, list(overrides or []))
             overfit = ckpt["extra"]["train"]["progress"].get("overfit", 0)
         elif (run_dir / "checkpoints" / "latest.pt").exists():
             raise TrainingError(
@@ -237,6 +242,8 @@ def train(
         run = build_run(cfg, run_dir, pick_device(), pool_factory, overfit, init)
         run.show_progress = progress
         run.stop_at_step = stop_at_step or 0
+        for change in changes:
+            run.logger.info(f"resume override {change}")
         if resume and cfg.train.max_steps != saved_max_steps:
             run.logger.warning(
                 f"train.max_steps changed from {saved_max_steps or 'derived'} to "
