@@ -114,3 +114,22 @@ def test_cli_resume_takes_safe_set_options(data_dir, tmp_path):  # noqa: F811
     assert bad.exit_code == 1 and "train.batch_size cannot change on --resume" in bad.output
     good = _train_cli("--resume", str(run), "--set", "train.num_workers=0")
     assert good.exit_code == 0, good.output
+
+
+def test_damaged_latest_names_the_newest_intact_checkpoint(data_dir, tmp_path):  # noqa: F811
+    run = tmp_path / "run"
+    loop.train(_cfg(data_dir), run, max_steps=5, stop_at_step=4, progress=False)
+    (run / "checkpoints/latest.pt").write_bytes(b"\0" * 100)  # a crash mid-copy, a full disk
+    with pytest.raises(loop.TrainingError) as caught:
+        loop.train(None, run, resume=True, progress=False)
+    message = str(caught.value)
+    assert "latest.pt" in message and "not a readable checkpoint" in message
+    assert "newest intact checkpoint of this run is epoch_0000.pt (step 3" in message
+    assert f"--resume {run} --resume-from epoch_0000.pt" in message
+    loop.train(None, run, resume=True, resume_from="epoch_0000.pt", progress=False)
+    loop.train(_cfg(data_dir), tmp_path / "straight", max_steps=5, progress=False)
+    a, b = (torch.load(r / "checkpoints/latest.pt", weights_only=True)
+            for r in (run, tmp_path / "straight"))  # fmt: skip
+    assert a["extra"]["train"]["progress"]["step"] == 5
+    for key, value in b["state_dict"].items():
+        assert torch.equal(value, a["state_dict"][key]), key

@@ -89,6 +89,11 @@ def _multi_dir(name: str, help: str):
     help="Continue the run in this folder from checkpoints/latest.pt (its own config).",
 )  # fmt: skip
 @click.option(
+    "--resume-from", metavar="NAME",
+    help="With --resume: continue from this file of RUN_DIR/checkpoints (e.g. epoch_0003.pt "
+    "when latest.pt is damaged) instead of latest.pt.",
+)  # fmt: skip
+@click.option(
     "--max-steps", type=click.IntRange(min=1),
     help="Total optimizer steps: sets train.max_steps, which is also the length of the LR "
     "schedule (changing it on --resume reshapes the rest of the schedule).",
@@ -113,7 +118,7 @@ def train(
     config: Path | None, data_dir: Path | None, speech: tuple[Path, ...],
     noise: tuple[Path, ...], rir: tuple[Path, ...], valid_speech: tuple[Path, ...],
     valid_noise: tuple[Path, ...], run_dir: Path | None, init: str | None,
-    resume_dir: Path | None,
+    resume_dir: Path | None, resume_from: str | None,
     max_steps: int | None, stop_at_step: int | None, overrides: tuple[str, ...],
     print_config: bool, overfit: int | None, quiet: bool,
 ) -> None:  # fmt: skip
@@ -140,6 +145,8 @@ def train(
             "or data folders for settings that do not change the result (paths, workers, "
             "logging, checkpoint cadence)"
         )
+    if resume_from is not None and resume_dir is None:
+        raise click.UsageError("--resume-from needs --resume RUN_DIR")
     if resume_dir is None and run_dir is None:
         raise click.UsageError("give --run-dir for a new run, or --resume RUN_DIR")
     from mbsnet.checkpoint import CheckpointError
@@ -154,7 +161,7 @@ def train(
         if resume_dir is not None:
             mixing_mode = [item for item in data if not item.startswith("data.mode=")]
             run_train(None, resume_dir, resume=True, overrides=[*mixing_mode, *overrides],
-                      **common)  # fmt: skip
+                      resume_from=resume_from, **common)  # fmt: skip
         else:
             cfg = _train_config(config, data, overrides, overfit or 0)
             run_train(cfg, run_dir, overfit=overfit or 0, **common)

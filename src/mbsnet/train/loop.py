@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mbsnet import distrib
+from mbsnet.checkpoint import CheckpointError
 from mbsnet.train.config import ConfigError, TrainConfig, resume_overrides
 from mbsnet.train.init_weights import apply_init
 from mbsnet.train.state import Progress, read_train_state, restore_train_state
@@ -195,6 +196,7 @@ def train(
     pool_factory: Any = None,
     overfit: int = 0,
     overrides: list[str] | None = None,
+    resume_from: str | None = None,
 ) -> Progress:
     """Train (or, with `resume`, continue the run in `run_dir` from its latest.pt).
 
@@ -212,6 +214,8 @@ def train(
         overrides: with `resume`, ``section.key=value`` changes of settings that leave the
             result alone (`config.RESUME_SAFE_KEYS`: data paths, workers, logging, checkpoint
             cadence); anything else is a ConfigError. Each change is logged.
+        resume_from: with `resume`, continue from this file of RUN_DIR/checkpoints (e.g. an
+            epoch_XXXX.pt when latest.pt is damaged) instead of latest.pt.
     Returns:
         The final progress counters.
     """
@@ -220,8 +224,7 @@ def train(
     try:
         ckpt, changes = None, []
         if resume:
-            ckpt_path = run_dir / "checkpoints" / "latest.pt"
-            ckpt = read_train_state(ckpt_path)
+            ckpt = _resume_state(run_dir / "checkpoints", resume_from)
             cfg = TrainConfig.from_dict(ckpt["extra"]["train"]["config"])
             cfg, changes = resume_overrides(cfg, list(overrides or []))
             overfit = ckpt["extra"]["train"]["progress"].get("overfit", 0)
@@ -263,9 +266,39 @@ def train(
         distrib.cleanup()
 
 
+def _resume_state(folder: Path, name: str | None) -> dict[str, Any]:
+    """The training state to resume: latest.pt, or `name` in `folder`.
+
+    A damaged latest.pt is a TrainingError that names the newest intact checkpoint of the
+    run (epoch_XXXX.pt or best.pt), its step, and how to continue from it.
+    """
+    if name is not None:
+        ckpt = read_train_state(folder / name)
+        ckpt["resumed_from"] = name
+        return ckpt
+    try:
+        return read_train_state(folder / "latest.pt")
+    except CheckpointError as error:
+        candidates = []
+        for path in [*folder.glob("epoch_*.pt"), folder / "best.pt"]:
+            try:
+                step = read_train_state(path)["extra"]["train"]["progress"]["step"]
+            except CheckpointError:
+                continue
+            candidates.append((step, path.name))
+        if not candidates:
+            raise
+        step, newest = max(candidates)
+        raise TrainingError(
+            f"{error}; the newest intact checkpoint of this run is {newest} (step {step}: "
+            f"training after it is lost): continue from it with --resume {folder.parent} "
+            f"--resume-from {newest}"
+        ) from None
+
+
 def _train(run: Run, ckpt: dict[str, Any] | None) -> Progress:
     if ckpt is not None:
-        path = run.ckpt_dir / "latest.pt"
+        path = run.ckpt_dir / ckpt.get("resumed_from", "latest.pt")
         run.progress = restore_train_state(
             ckpt, path, run.model, run.optimizer, run.disc, run.disc_optimizer
         )
