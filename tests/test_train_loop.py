@@ -268,10 +268,10 @@ def test_validation_uses_its_own_fixed_items(data_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "validate", spy)
     loop.train(_cfg(data_dir), tmp_path, max_steps=6, progress=False)  # 2 epochs
-    assert len(seen) == 2
-    for a, b in zip(*seen, strict=True):
-        assert a.shape == (SR,)  # validation.cut_seconds, not the 0.5 s train segment
-        assert torch.equal(a, b)
+    assert len(seen) == 3  # the noisy input's baseline, then one validation per epoch
+    for first, *later in zip(*seen, strict=True):
+        assert first.shape == (SR,)  # validation.cut_seconds, not the 0.5 s train segment
+        assert all(torch.equal(first, item) for item in later)
     assert len(_rows(tmp_path / "epochs.csv")) == 2
 
 
@@ -553,7 +553,7 @@ def test_sigterm_during_validation_saves_and_the_resume_redoes_it(
 
     def signal_then_validate(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 1:
+        if len(calls) == 2:  # the first validation of the model (call 1: the noisy baseline)
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
