@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 import mbsnet
 from mbsnet.atomic import atomic_path
 from mbsnet.audio import AudioError
@@ -73,21 +75,37 @@ def _check_output(output: Path) -> None:
         raise ExportError(f"{output}: cannot write, no permission in folder {folder}")
 
 
-def _check(summary: ExportSummary, graph_path: Path, model, example_path: Path,
-           fp16: bool) -> None:
-    """Run the graph in onnxruntime against PyTorch; raise ExportError if fp32 falls short."""
+@dataclass(frozen=True)
+class _Example:
+    """The parity check's audio: (N,) float32 at 16 kHz, and its clean reference if any."""
+
+    wave: np.ndarray
+    clean: np.ndarray | None
+    clean_name: str
+
+
+def _load_example(path: Path) -> _Example:
     try:
-        example = load_example(example_path)
-        clean = clean_companion(example_path)
-        clean_wave = load_example(clean) if clean is not None else None
+        clean = clean_companion(path)
+        return _Example(
+            load_example(path),
+            load_example(clean) if clean is not None else None,
+            clean.name if clean is not None else "",
+        )
     except AudioError as err:
         raise ExportError(f"parity example: {err} (pass --example FILE or --no-check)") from err
+
+
+def _check(summary: ExportSummary, graph_path: Path, model, example: _Example,
+           fp16: bool) -> None:
+    """Run the graph in onnxruntime against PyTorch; raise ExportError if fp32 falls short."""
     try:
         onnx_backend = OnnxBackend(graph_path, device="cpu")
     except RuntimeSetupError as err:
         raise ExportError(f"parity check: {err}") from err
     torch_backend = TorchBackend(model, "cpu")
-    summary.parity = compare(torch_backend, onnx_backend, parity_cases(example, onnx_backend.hop))
+    cases = parity_cases(example.wave, onnx_backend.hop)
+    summary.parity = compare(torch_backend, onnx_backend, cases)
     worst = min(summary.parity, key=lambda r: r.snr_db)
     if not fp16 and worst.snr_db < MIN_SNR_DB:
         raise ExportError(
@@ -97,8 +115,8 @@ def _check(summary: ExportSummary, graph_path: Path, model, example_path: Path,
     if fp16:
         if worst.snr_db == float("-inf"):
             raise ExportError(f"float16 graph gives NaN/Inf at {worst.label}; nothing written")
-        summary.pesq = pesq_change(torch_backend, onnx_backend, example, clean_wave)
-        summary.pesq_against = f"clean {clean.name}" if clean is not None else "the noisy input"
+        summary.pesq = pesq_change(torch_backend, onnx_backend, example.wave, example.clean)
+        summary.pesq_against = example.clean_name or "the noisy input"
         moved = summary.pesq[1] - summary.pesq[0]
         if abs(moved) > PESQ_WARN:
             summary.warnings.append(
@@ -128,6 +146,7 @@ def export_checkpoint(
     """
     checkpoint = checkpoint if checkpoint is not None else default_checkpoint()
     _check_output(output)
+    audio = _load_example(example or BUNDLED_EXAMPLE) if check else None
     try:
         model = model_from_checkpoint(checkpoint, map_location="cpu")
     except CheckpointError as err:
@@ -143,8 +162,8 @@ def export_checkpoint(
     try:
         with atomic_path(output) as tmp:
             tmp.write_bytes(data)
-            if check:
-                _check(summary, tmp, model, example or BUNDLED_EXAMPLE, fp16)
+            if audio is not None:
+                _check(summary, tmp, model, audio, fp16)
     except OSError as err:
         raise ExportError(f"{output}: cannot write ({err.strerror or err})") from err
     return summary
