@@ -6,7 +6,7 @@ import copy
 import warnings
 from typing import Any
 
-from mbsnet.export.errors import ExportError
+from mbsnet.export.common import ExportError
 
 
 def _drop_noop_casts(proto: Any) -> int:

@@ -12,8 +12,6 @@ from mbsnet import SAMPLE_RATE
 from mbsnet.audio import read_audio, resample
 from mbsnet.enhance.backend import Backend
 
-MIN_SNR_DB = 60.0
-"""A float32 graph below this SNR against PyTorch is refused."""
 PESQ_WARN = 0.02
 """A float16 graph whose PESQ on the example moves more than this is warned about."""
 OFF_HOP_SAMPLES = 12345

@@ -26,12 +26,10 @@ import mbsnet
 from mbsnet import SAMPLE_RATE
 from mbsnet.enhance.chunking import frame_hop
 from mbsnet.enhance.torch_backend import ReferencedModel
-from mbsnet.export.errors import ExportError
+from mbsnet.export.common import DEFAULT_OPSET, ExportError
 from mbsnet.export.runtime import INPUT_NAMES, OUTPUT_NAME
 from mbsnet.models import count_parameters
 
-DEFAULT_OPSET = 17
-"""LayerNormalization is a single op from 17 on (lower opsets spell it out in 10 ops)."""
 EXPORTER = "torch.onnx.export(dynamo=False)"
 INPUTS_DOC = (
     "wave (batch, samples) float32 16 kHz; reference (batch, ref_samples) float32: the signal "
