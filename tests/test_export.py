@@ -292,3 +292,12 @@ def test_export_without_example_needs_check_off(exported, tmp_path):
     assert "missing.wav: file not found" in line and "--no-check" in line
     with pytest.raises(ExportError, match="give CKPT"):
         export_checkpoint(None, tmp_path / "m.onnx")
+
+
+def test_is_exporting_stays_false_under_torch_compile():
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1 if is_exporting() else x
+
+    x = torch.zeros(2)
+    assert torch.equal(torch.compile(Probe(), backend="eager")(x), x)  # training keeps its path
