@@ -9,29 +9,26 @@ from typing import Any
 from mbsnet.export.common import ExportError
 
 
-def _drop_noop_casts(proto: Any) -> int:
-    """Turn Cast(to=float) of tensors that already are float32 into Identity; returns the count.
+def _retype_casts(proto: Any) -> int:
+    """Make Cast(to=float) nodes whose output the converter typed float16 cast to float16.
 
-    The model upcasts its scan with ``.to(float32)``, which the exporter records as a Cast even
-    when the input is float32 already. The float16 converter keeps such a Cast's ``to=float``
-    while typing its output float16, and onnxruntime then refuses to load the graph (measured:
-    "Type (tensor(float16)) of output arg ... does not match expected type (tensor(float))").
+    The converter turns float32 tensors into float16 but leaves every Cast's ``to=float``
+    as it was (the model writes ``.to(float32)`` for its scan and ``.to(wave.dtype)`` for
+    integer frame counts), and onnxruntime then refuses the graph (measured: "Type
+    (tensor(float16)) of output arg ... does not match expected type (tensor(float))").
+    Returns the number of Casts changed.
     """
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    types = {
-        value.name: value.type.tensor_type.elem_type
-        for value in [*inferred.graph.value_info, *inferred.graph.input]
-    }
+    declared = {v.name: v.type.tensor_type.elem_type for v in proto.graph.value_info}
     count = 0
     for node in proto.graph.node:
-        to = next((a.i for a in node.attribute if a.name == "to"), None)
-        noop = to == onnx.TensorProto.FLOAT and types.get(node.input[0]) == onnx.TensorProto.FLOAT
-        if node.op_type == "Cast" and noop:
-            node.op_type = "Identity"
-            del node.attribute[:]
-            count += 1
+        if node.op_type != "Cast" or declared.get(node.output[0]) != onnx.TensorProto.FLOAT16:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
+                attribute.i = onnx.TensorProto.FLOAT16
+                count += 1
     return count
 
 
@@ -47,9 +44,9 @@ def to_float16(proto: Any) -> Any:
         raise ExportError(
             "--fp16 needs onnxconverter-common: pip install 'mbsnet[export]'"
         ) from None
-    proto = copy.deepcopy(proto)
-    _drop_noop_casts(proto)
     with warnings.catch_warnings():
         # It warns once per weight too small for float16 (flushed to +-1e-7): expected.
         warnings.simplefilter("ignore")
-        return float16.convert_float_to_float16(proto, keep_io_types=True)
+        converted = float16.convert_float_to_float16(copy.deepcopy(proto), keep_io_types=True)
+    _retype_casts(converted)
+    return converted
