@@ -3,9 +3,10 @@
 Exporter, chosen by measurement on this code base (tiny MBS-Net and BSRNN, torch 2.13): the
 TorchScript exporter (``dynamo=False``) exported in ~4 s and its graph matched PyTorch at
 (1, 16000), (2, 12345), (1, 600), (1, 512) and (1, 176077) to ~120 dB SNR; the dynamo exporter
-took 26 s, wrote opset 18 when asked for 17, its graph failed in onnxruntime at batch 2 for both
-architectures (an Add broadcasting 97 by 194 frames), and it ran 3x slower at 11 s (1.13 s vs
-0.39 s, tiny MBS-Net, one run).
+(``Dim.DYNAMIC`` batch and length, opset 18) took 26 s, its graph failed in onnxruntime at
+batch 2 for both architectures (an Add broadcasting 97 by 194 frames), and it ran 3x slower
+at 11 s (1.13 s vs 0.39 s, tiny MBS-Net, one run). It is also known on this machine to write
+opset 18 when asked for 17 (../shared/FACTS.md); `record_graph` checks the opset written.
 """
 
 from __future__ import annotations
