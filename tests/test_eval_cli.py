@@ -162,7 +162,7 @@ def test_plots_without_matplotlib_is_one_line(short_dir, tmp_path, monkeypatch):
     [
         ((), "give either --test-dir or both"),
         (("--noisy-dir", "n"), "--noisy-dir and --clean-dir go together"),
-        (("--test-dir", "t", "--checkpoint", "c", "--enhanced-dir", "e"), "not both"),
+        (("--test-dir", "t", "--checkpoint", "c", "--enhanced-dir", "e"), "give one of"),
         (("--test-dir", "t", "--max-seconds", "5"), "--max-seconds applies to --checkpoint"),
         (("--test-dir", "missing"), "test folder not found: missing"),
     ],

@@ -130,7 +130,7 @@ def test_identity_model_scores_equal_the_noisy_row(short_dir, noisy_report):
 
 def _fail_full_file_once(monkeypatch, error: Exception) -> list[float | None]:
     calls: list[float | None] = []
-    real = pipeline_module.enhance_waveform
+    real = pipeline_module.enhance_array
 
     def flaky(model, wave, chunk_seconds=None, **kwargs):
         calls.append(chunk_seconds)
@@ -138,7 +138,7 @@ def _fail_full_file_once(monkeypatch, error: Exception) -> list[float | None]:
             raise error
         return real(model, wave, chunk_seconds=chunk_seconds, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "enhance_waveform", flaky)
+    monkeypatch.setattr(pipeline_module, "enhance_array", flaky)
     return calls
 
 
@@ -174,7 +174,7 @@ def test_out_of_memory_in_chunks_too_fails_the_row(monkeypatch, short_dir, tiny_
     def always_oom(*args, **kwargs):
         raise torch.OutOfMemoryError("out of memory")
 
-    monkeypatch.setattr(pipeline_module, "enhance_waveform", always_oom)
+    monkeypatch.setattr(pipeline_module, "enhance_array", always_oom)
     rows = evaluate(find_test_dir_pairs(short_dir).pairs[:1], tiny_model, workers=0).rows
     assert rows[0].status == "failed" and "out of memory, even in chunks of 1.1 s" in rows[0].error
 

@@ -14,8 +14,11 @@ from mbsnet import __version__
 if TYPE_CHECKING:
     import torch
 
-# torch is imported inside the commands: metric worker processes re-import this module, and
-# a top-level torch import cost each of them ~1.7 s of start-up for nothing.
+    from mbsnet.enhance.backend import Backend
+
+# torch is imported inside the commands, and only by those that need it: metric worker
+# processes re-import this module (a top-level torch import cost each ~1.7 s of start-up),
+# and `--onnx` and `eval --enhanced-dir` run without torch altogether.
 
 DEFAULT_CHUNK_SECONDS = 30.0
 """Longer inputs are enhanced in overlapping chunks of this length, bounding peak memory."""
@@ -38,6 +41,46 @@ def _load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
         return model_from_checkpoint(checkpoint, map_location="cpu").to(device)
     except CheckpointError as error:
         raise click.ClickException(str(error)) from None
+
+
+def _load_backend(
+    checkpoint: Path | None, onnx: Path | None, device: str, threads: int | None
+) -> Backend:
+    """The network a command runs: a PyTorch checkpoint or an exported ONNX graph."""
+    if (checkpoint is None) == (onnx is None):
+        raise click.UsageError("give either --checkpoint or --onnx")
+    if onnx is not None:
+        from mbsnet.export.runtime import OnnxBackend, RuntimeSetupError
+
+        try:
+            backend = OnnxBackend(onnx, device=device, threads=threads)
+        except RuntimeSetupError as error:
+            raise click.ClickException(str(error)) from None
+        note = f" ({backend.note})" if backend.note else ""
+        click.echo(f"onnxruntime runs {onnx} on {backend.provider}{note}", err=True)
+        return backend
+    import torch
+
+    from mbsnet.enhance.torch_backend import TorchBackend
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch_device = _resolve_device(device)
+    return TorchBackend(_load_model(checkpoint, torch_device), torch_device)
+
+
+_DEVICE_OPTION = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="auto: CUDA when it really works (for --onnx: onnxruntime's CUDA provider).",
+)
+_ONNX_OPTION = click.option(
+    "--onnx", type=click.Path(path_type=Path),
+    help="Run this graph (written by mbsnet export) with onnxruntime instead of PyTorch.",
+)
+_THREADS_OPTION = click.option(
+    "--threads", type=click.IntRange(min=1),
+    help="Intra-op threads (onnxruntime's, or torch.set_num_threads); default: all cores.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,12 +130,12 @@ def info(checkpoint: Path | None, preset: str | None, arch: str, as_json: bool) 
     help="Output file (one input file) or folder (mirrors the input names).",
 )
 @click.option(
-    "--checkpoint", required=True, type=click.Path(path_type=Path),
-    help="Model checkpoint (.pt) written by mbsnet.",
+    "--checkpoint", type=click.Path(path_type=Path),
+    help="Model checkpoint (.pt) written by mbsnet (or give --onnx).",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
+@_ONNX_OPTION
+@_DEVICE_OPTION
+@_THREADS_OPTION
 @click.option(
     "--chunk-seconds", type=click.FloatRange(min=2.0), default=DEFAULT_CHUNK_SECONDS,
     show_default=True, help="Enhance longer inputs in overlapping chunks of this length.",
@@ -101,8 +144,10 @@ def info(checkpoint: Path | None, preset: str | None, arch: str, as_json: bool) 
 def enhance(
     inputs: tuple[Path, ...],
     output: Path,
-    checkpoint: Path,
+    checkpoint: Path | None,
+    onnx: Path | None,
     device: str,
+    threads: int | None,
     chunk_seconds: float,
     quiet: bool,
 ) -> None:
@@ -114,11 +159,9 @@ def enhance(
     """
     from mbsnet.enhance import enhance_paths
 
-    torch_device = _resolve_device(device)
-    model = _load_model(checkpoint, torch_device)
+    backend = _load_backend(checkpoint, onnx, device, threads)
     report = enhance_paths(
-        model, list(inputs), output,
-        chunk_seconds=chunk_seconds, device=torch_device, progress=not quiet,
+        backend, list(inputs), output, chunk_seconds=chunk_seconds, progress=not quiet
     )
     click.echo(f"enhanced {len(report.done)} file(s), {len(report.failed)} failed", err=True)
     if report.failed:
@@ -152,15 +195,16 @@ def _eval_warn_pairing(pair_set, enhanced_dir: Path | None) -> None:
 
 
 def _eval_source(
-    checkpoint: Path | None, enhanced_dir: Path | None, device: str, max_seconds: float | None
+    checkpoint: Path | None, onnx: Path | None, enhanced_dir: Path | None, device: str,
+    threads: int | None, max_seconds: float | None,
 ):
     from mbsnet.eval.pipeline import ModelSource, make_source
 
-    if checkpoint is None:
+    if checkpoint is None and onnx is None:
         return make_source(enhanced_dir)
-    torch_device = _resolve_device(device)
-    model = _load_model(checkpoint, torch_device)
-    return ModelSource(model, torch_device, max_seconds, description=f"checkpoint {checkpoint}")
+    backend = _load_backend(checkpoint, onnx, device, threads)
+    what = f"checkpoint {checkpoint}" if checkpoint is not None else f"ONNX graph {onnx}"
+    return ModelSource(backend, max_seconds=max_seconds, description=what)
 
 
 def _eval_log(message: str) -> None:
@@ -211,6 +255,7 @@ def _eval_finish(
 @click.option(
     "--checkpoint", type=click.Path(path_type=Path), help="Score this model's output (.pt)."
 )
+@_ONNX_OPTION
 @click.option(
     "--enhanced-dir", type=click.Path(path_type=Path),
     help="Score these enhanced files (same relative names as the noisy ones).",
@@ -229,23 +274,22 @@ def _eval_finish(
     "--max-seconds", type=click.FloatRange(min=2.0),
     help="Enhance files longer than this in chunks (default: whole files, as papers do).",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
+@_DEVICE_OPTION
+@_THREADS_OPTION
 @click.option("--plots", is_flag=True, help="Spectrograms of the worst and best files by PESQ.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
     test_dir: Path | None, noisy_dir: Path | None, clean_dir: Path | None,
-    checkpoint: Path | None, enhanced_dir: Path | None, out: Path, workers: int | None,
-    extended: bool, resample: bool, max_seconds: float | None, device: str, plots: bool,
-    quiet: bool,
+    checkpoint: Path | None, onnx: Path | None, enhanced_dir: Path | None, out: Path,
+    workers: int | None, extended: bool, resample: bool, max_seconds: float | None, device: str,
+    threads: int | None, plots: bool, quiet: bool,
 ) -> None:
     """Score a test set the way papers do: PESQ (wb), CSIG, CBAK, COVL, SSNR, STOI.
 
-    Without --checkpoint or --enhanced-dir the noisy input itself is scored (the "noisy" row
-    of paper tables). A model runs on whole files (in chunks only above --max-seconds, or
-    when a file runs out of memory: such rows are marked chunked). Files are paired by
-    relative name; unpaired files are listed, never dropped silently. Writes per_file.csv
+    Without --checkpoint, --onnx or --enhanced-dir the noisy input itself is scored (the
+    "noisy" row of paper tables). A model runs on whole files (in chunks only above
+    --max-seconds, or when a file runs out of memory: such rows are marked chunked). Files are
+    paired by relative name; unpaired files are listed, never dropped silently. Writes per_file.csv
     and summary.json (means and population std over valid values only) to OUT. Runs under
     `torchrun --nproc_per_node K` with each rank scoring a shard of the files.
 
@@ -259,10 +303,10 @@ def eval_command(
     from mbsnet.eval.pipeline import evaluate
     from mbsnet.eval.report import ReportError, merge_reports, require_matplotlib
 
-    if checkpoint is not None and enhanced_dir is not None:
-        raise click.UsageError("give --checkpoint or --enhanced-dir, not both")
-    if max_seconds is not None and checkpoint is None:
-        raise click.UsageError("--max-seconds applies to --checkpoint only")
+    if sum(x is not None for x in (checkpoint, onnx, enhanced_dir)) > 1:
+        raise click.UsageError("give one of --checkpoint, --onnx and --enhanced-dir")
+    if max_seconds is not None and checkpoint is None and onnx is None:
+        raise click.UsageError("--max-seconds applies to --checkpoint and --onnx only")
     try:
         if plots:
             require_matplotlib()
@@ -276,7 +320,7 @@ def eval_command(
     try:
         if rank == 0:
             _eval_warn_pairing(pair_set, enhanced_dir)
-        source = _eval_source(checkpoint, enhanced_dir, device, max_seconds)
+        source = _eval_source(checkpoint, onnx, enhanced_dir, device, threads, max_seconds)
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers > 0:  # the machine's cores are shared by the ranks
             workers = max(1, workers // world)
@@ -294,14 +338,16 @@ def eval_command(
         sys.exit(1)
 
 
-def _add_training_commands() -> None:
-    from mbsnet.train.command import train, train_plot  # click only: no torch at import
+def _add_commands() -> None:
+    from mbsnet.export.command import export  # click only: no torch at import
+    from mbsnet.train.command import train, train_plot
 
     main.add_command(train)
     main.add_command(train_plot)
+    main.add_command(export)
 
 
-_add_training_commands()
+_add_commands()
 
 if __name__ == "__main__":
     main()

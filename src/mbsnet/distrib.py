@@ -4,19 +4,32 @@ Every function works unchanged without torchrun (world size 1): `init_from_env` 
 (0, 1) and initializes nothing, `gather_to_rank0` returns ``[obj]``, `barrier` and `cleanup`
 are no-ops. Under ``torchrun --nproc_per_node K`` the process group is created from the
 RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT variables torchrun sets.
+
+torch is imported only when a process group is to be joined: single-process runs of commands
+that need no model (``mbsnet eval --enhanced-dir``, ``--onnx``) never load it.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import torch
-import torch.distributed as dist
-
 T = TypeVar("T")
+
+
+def _group() -> Any:
+    """torch.distributed when a process group is initialized, else None.
+
+    Without torch imported no group can exist, so the answer needs no import then.
+    """
+    if "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
 
 
 def _env_int(name: str, default: int) -> int:
@@ -42,6 +55,9 @@ def init_from_env(
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return 0, 1
+    import torch
+    import torch.distributed as dist
+
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     if backend is None:
@@ -58,12 +74,14 @@ def init_from_env(
 
 def rank() -> int:
     """This process's rank (0 without a process group)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    dist = _group()
+    return dist.get_rank() if dist is not None else 0
 
 
 def world_size() -> int:
     """Number of processes in the group (1 without a process group)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    dist = _group()
+    return dist.get_world_size() if dist is not None else 1
 
 
 def is_main() -> bool:
@@ -88,7 +106,7 @@ def gather_to_rank0(obj: T) -> list[T] | None:
     if world_size() == 1:
         return [obj]
     gathered: list[Any] | None = [None] * world_size() if is_main() else None
-    dist.gather_object(obj, gathered, dst=0)
+    _group().gather_object(obj, gathered, dst=0)
     return gathered
 
 
@@ -97,17 +115,19 @@ def all_gather(obj: T) -> list[T]:
     if world_size() == 1:
         return [obj]
     gathered: list[Any] = [None] * world_size()
-    dist.all_gather_object(gathered, obj)
+    _group().all_gather_object(gathered, obj)
     return gathered
 
 
 def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
-    if world_size() > 1:
+    dist = _group()
+    if dist is not None and dist.get_world_size() > 1:
         dist.barrier()
 
 
 def cleanup() -> None:
     """Leave the process group, if one was joined."""
-    if dist.is_available() and dist.is_initialized():
+    dist = _group()
+    if dist is not None:
         dist.destroy_process_group()

@@ -67,7 +67,8 @@ class STFT(nn.Module):
         pad = self.n_fft // 2
         padded = F.pad(wave.unsqueeze(1), (pad, pad), mode="reflect")
         frames = F.conv1d(padded, self.analysis, stride=self.hop)  # (B, 2F, T)
-        return frames.unflatten(1, (2, self.n_bins))
+        # reshape with sizes read from the tensor: unflatten bakes B and T into an ONNX trace
+        return frames.reshape(frames.shape[0], 2, self.n_bins, frames.shape[-1])
 
     def inverse(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """Overlap-add synthesis, normalised by the summed squared window.

@@ -1,19 +1,20 @@
-"""Tensor-level enhancement: whole signals or long ones in overlapping, cross-faded chunks.
+"""Array-level enhancement: whole signals or long ones in overlapping, cross-faded chunks.
 
-The level scale c is computed once on the full signal and handed to every chunk, so a chunk
-of quiet speech is not boosted differently from the file as a whole; chunked and full-file
-outputs then differ only near chunk edges, where the cross-fade hides the seam.
+Every chunk is enhanced at the level of the whole signal (the backend gets the full signal as
+its level reference), so a chunk of quiet speech is not boosted differently from the file as
+a whole; chunked and full-file outputs then differ only near chunk edges, where the cross-fade
+hides the seam. Plain numpy: the PyTorch and onnxruntime backends share this one loop.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import torch
-from torch import nn
+import numpy as np
 
 from mbsnet import SAMPLE_RATE
-from mbsnet.models.level import level_scale
+from mbsnet.enhance.backend import Backend
 
 
 def chunk_bounds(n: int, chunk: int, overlap: int, min_len: int = 1) -> list[tuple[int, int]]:
@@ -37,14 +38,14 @@ def chunk_bounds(n: int, chunk: int, overlap: int, min_len: int = 1) -> list[tup
     return bounds
 
 
-def _fades(overlap: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _fades(overlap: int) -> tuple[np.ndarray, np.ndarray]:
     """Raised-cosine fade-in and fade-out of `overlap` samples that sum to one sample-wise."""
-    t = (torch.arange(overlap, dtype=torch.float64) + 0.5) / overlap
-    fade_in = 0.5 - 0.5 * torch.cos(math.pi * t)
-    return fade_in.float(), (1.0 - fade_in).float()
+    t = (np.arange(overlap, dtype=np.float64) + 0.5) / overlap
+    fade_in = 0.5 - 0.5 * np.cos(math.pi * t)
+    return fade_in.astype(np.float32), (1.0 - fade_in).astype(np.float32)
 
 
-def frame_hop(model: nn.Module) -> int:
+def frame_hop(model: Any) -> int:
     """The model's STFT hop in samples (1 when it declares none).
 
     Chunk starts are kept on multiples of it: a masking model is not shift-invariant by
@@ -58,48 +59,40 @@ def frame_hop(model: nn.Module) -> int:
     return 1
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def _run(model: nn.Module, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    y = model(x, scale)
+def _run(backend: Backend, x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    y = np.asarray(backend(x, reference), dtype=np.float32)
     if y.shape != x.shape:
         raise RuntimeError(f"model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
     return y
 
 
 def _plan_chunks(
-    model: nn.Module, n: int, chunk_seconds: float, overlap_seconds: float
+    backend: Backend, n: int, chunk_seconds: float, overlap_seconds: float
 ) -> tuple[list[tuple[int, int]], int]:
     """Chunk bounds and overlap in samples, both on multiples of the model's STFT hop."""
-    hop = frame_hop(model)
-    min_samples = int(getattr(model, "min_samples", 1))
+    hop = backend.hop
     chunk = round(chunk_seconds * SAMPLE_RATE) // hop * hop
-    if chunk < min_samples:
+    if chunk < backend.min_samples:
         raise ValueError(
             f"chunk of {chunk_seconds} s is shorter than the model's minimum input "
-            f"({min_samples / SAMPLE_RATE * 1000:.0f} ms)"
+            f"({backend.min_samples / SAMPLE_RATE * 1000:.0f} ms)"
         )
     overlap = min(max(round(overlap_seconds * SAMPLE_RATE), 0), chunk // 2)
     overlap = overlap // hop * hop  # with `chunk`, keeps every chunk start on a frame boundary
-    return chunk_bounds(n, chunk, overlap, min_len=max(min_samples, overlap + 1)), overlap
+    min_len = max(backend.min_samples, overlap + 1)
+    return chunk_bounds(n, chunk, overlap, min_len=min_len), overlap
 
 
-@torch.inference_mode()
-def enhance_waveform(
-    model: nn.Module,
-    wave: torch.Tensor,
+def enhance_array(
+    backend: Backend,
+    wave: np.ndarray,
     chunk_seconds: float | None = None,
     overlap_seconds: float = 1.0,
-    device: str | torch.device | None = None,
-) -> torch.Tensor:
+) -> np.ndarray:
     """Enhance every channel of a 16 kHz signal independently, optionally in chunks.
 
     Args:
-        model: enhancement model with ``forward(wave (B, N), scale (B, 1))`` and
-            `min_samples`; put it on `device` (and in eval mode) beforehand.
+        backend: runs the network (`mbsnet.enhance.backend.as_backend` wraps a PyTorch model).
         wave: audio at 16 kHz, (C, N); channels are enhanced as a batch of C.
         chunk_seconds: None enhances the whole signal at once; otherwise at most this much
             audio (plus a short merged tail) goes through the model at a time, bounding
@@ -108,35 +101,29 @@ def enhance_waveform(
             cosine; capped at half a chunk so that chunks always advance. Chunk and
             overlap are rounded down to whole STFT hops so frames line up with the
             full-signal ones.
-        device: where the model runs; None means the device of the model's parameters.
-            The input and output stay on the CPU; only one chunk at a time is moved.
 
     Shape:
         (C, N) -> (C, N).
 
     Returns:
-        The enhanced float32 signal on the CPU, exactly as long as `wave`.
+        The enhanced float32 signal, exactly as long as `wave`.
 
     Raises:
-        ValueError: the signal is shorter than `model.min_samples`, or the chunk length is.
+        ValueError: the signal is shorter than `backend.min_samples`, or the chunk length is.
     """
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
     if wave.ndim != 2:
         raise ValueError(f"expected wave shaped (channels, samples), got {tuple(wave.shape)}")
-    device = torch.device(device) if device is not None else _model_device(model)
-    min_samples = int(getattr(model, "min_samples", 1))
     n = wave.shape[-1]
-    if n < min_samples:
-        raise ValueError(f"input has {n} samples; the model needs at least {min_samples}")
-    wave = wave.detach().to("cpu", torch.float32)
-    scale = level_scale(wave).to(device)  # once, on the full signal: chunks agree with it
-
+    if n < backend.min_samples:
+        raise ValueError(f"input has {n} samples; the model needs at least {backend.min_samples}")
     if chunk_seconds is None or n <= round(chunk_seconds * SAMPLE_RATE):
-        return _run(model, wave.to(device), scale).float().cpu()
-    bounds, overlap = _plan_chunks(model, n, chunk_seconds, overlap_seconds)
-    out = torch.zeros_like(wave)
+        return _run(backend, wave, wave)
+    bounds, overlap = _plan_chunks(backend, n, chunk_seconds, overlap_seconds)
+    out = np.zeros_like(wave)
     fade_in, fade_out = _fades(overlap)
     for i, (start, end) in enumerate(bounds):
-        y = _run(model, wave[:, start:end].to(device), scale).float().cpu()
+        y = _run(backend, np.ascontiguousarray(wave[:, start:end]), wave)
         if overlap and i > 0:
             y[:, :overlap] *= fade_in
         if overlap and i < len(bounds) - 1:

@@ -12,16 +12,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from mbsnet import SAMPLE_RATE
 from mbsnet.audio import AudioError, AudioInfo, is_silent, read_audio, resample, write_audio
-from mbsnet.enhance.chunking import enhance_waveform
+from mbsnet.enhance.backend import as_backend, is_out_of_memory
+from mbsnet.enhance.chunking import enhance_array
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac"})
 
@@ -64,12 +64,12 @@ def _output_format(out_path: Path, info: AudioInfo) -> tuple[str, str]:
 
 
 def enhance_file(
-    model: nn.Module,
+    model: Any,
     in_path: PathLike,
     out_path: PathLike,
     *,
     chunk_seconds: float | None = None,
-    device: str | torch.device | None = None,
+    device: Any = None,
 ) -> list[str]:
     """Enhance one file and write the result atomically.
 
@@ -79,11 +79,11 @@ def enhance_file(
     Digital silence is written back as silence, with a warning.
 
     Args:
-        model: enhancement model, already on `device` and in eval mode.
+        model: a `Backend` (e.g. an ONNX session) or a PyTorch model (see `as_backend`).
         in_path: input audio file.
         out_path: output file; its folder is created if needed.
-        chunk_seconds: see `enhance_waveform`.
-        device: see `enhance_waveform`.
+        chunk_seconds: see `enhance_array`.
+        device: PyTorch models only: where to run (None: where the model is).
 
     Returns:
         Warnings, one line each (e.g. silence, clipped samples).
@@ -94,11 +94,12 @@ def enhance_file(
     in_path, out_path = Path(in_path), Path(out_path)
     if _same_file(in_path, out_path):
         raise AudioError(out_path, "refusing to overwrite the input; choose another output")
+    backend = as_backend(model, device)
     x, info = read_audio(in_path)
     warnings: list[str] = []
     fmt, subtype = _output_format(out_path, info)
     x16 = resample(x, info.samplerate, SAMPLE_RATE)
-    min_samples = int(getattr(model, "min_samples", 1))
+    min_samples = backend.min_samples
     if x16.shape[1] < min_samples:
         raise AudioError(
             in_path,
@@ -109,8 +110,7 @@ def enhance_file(
         warnings.append(f"{in_path}: digital silence (all samples are zero); output is silence")
         y = np.zeros_like(x)
     else:
-        wave = torch.from_numpy(x16)
-        y16 = enhance_waveform(model, wave, chunk_seconds=chunk_seconds, device=device).numpy()
+        y16 = enhance_array(backend, x16, chunk_seconds=chunk_seconds)
         if not np.isfinite(y16).all():
             raise AudioError(in_path, "the model produced NaN or Inf samples; nothing written")
         y = resample(y16, SAMPLE_RATE, info.samplerate, length=info.frames)
@@ -225,28 +225,17 @@ def _file_id(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _prepare_model(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but is not available; use --device cpu")
-    model.to(device).eval()
-    return device
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
 def enhance_paths(
-    model: nn.Module,
+    model: Any,
     inputs: Sequence[PathLike],
     output: PathLike,
     *,
     chunk_seconds: float | None = None,
-    device: str | torch.device | None = None,
+    device: Any = None,
     progress: bool = True,
 ) -> EnhanceReport:
     """Enhance files and folders into `output`, carrying on past per-file failures.
@@ -255,11 +244,12 @@ def enhance_paths(
     ``warning: `` (through tqdm, so they do not break the progress bar).
 
     Args:
-        model: enhancement model; moved to `device` and put in eval mode.
+        model: a `Backend` (e.g. an ONNX session), or a PyTorch model, which is moved to
+            `device` and put in eval mode.
         inputs: audio files and/or folders (searched recursively for *.wav / *.flac).
         output: output file or folder, see `plan_outputs`.
-        chunk_seconds: see `enhance_waveform`; bounds memory for long files.
-        device: 'cpu', 'cuda', ...; None keeps the model where it is.
+        chunk_seconds: see `enhance_array`; bounds memory for long files.
+        device: PyTorch models only: 'cpu', 'cuda', ...; None keeps the model where it is.
         progress: show a progress bar over files.
 
     Returns:
@@ -268,7 +258,7 @@ def enhance_paths(
     Raises:
         ValueError: the device is unusable (before any file is touched).
     """
-    device = _prepare_model(model, device)
+    backend = as_backend(model, device)
     report = EnhanceReport()
     for item in map(Path, inputs):
         if item.is_dir() and not _scan_folder(item):
@@ -280,16 +270,16 @@ def enhance_paths(
         bar.set_postfix_str(in_path.name, refresh=False)
         try:
             guard.check(in_path, out_path)
-            warnings = enhance_file(
-                model, in_path, out_path, chunk_seconds=chunk_seconds, device=device
-            )
+            warnings = enhance_file(backend, in_path, out_path, chunk_seconds=chunk_seconds)
         except AudioError as err:
             _fail(report, in_path, str(err))
-        except (torch.cuda.OutOfMemoryError, MemoryError):
-            hint = "out of memory; try a smaller --chunk-seconds"
-            _fail(report, in_path, f"{in_path}: {hint}")
-        except (OSError, ValueError) as err:
-            _fail(report, in_path, f"{in_path}: {err}")
+        except Exception as err:
+            if is_out_of_memory(err):
+                _fail(report, in_path, f"{in_path}: out of memory; try a smaller --chunk-seconds")
+            elif isinstance(err, OSError | ValueError):
+                _fail(report, in_path, f"{in_path}: {err}")
+            else:
+                raise
         else:
             report.done.append((in_path, out_path))
             for message in warnings:

@@ -20,16 +20,15 @@ from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ProcessPo
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from mbsnet import SAMPLE_RATE
 from mbsnet.audio import AudioError, read_audio, resample
-from mbsnet.enhance.chunking import enhance_waveform
+from mbsnet.enhance.backend import as_backend, is_out_of_memory, is_torch_module
+from mbsnet.enhance.chunking import enhance_array
 from mbsnet.eval.metrics import EXTENDED_METRICS, METRICS, MetricResult, compute_metrics
 from mbsnet.eval.pairs import Pair
 from mbsnet.eval.report import FAILED, EvalReport, Row
@@ -41,9 +40,6 @@ RESAMPLE_WARNING = (
     "audio not at 16 kHz was resampled with soxr: these scores are NOT comparable to published "
     "tables (resampling alone moved one published model's PESQ from 3.50 to 3.00)"
 )
-_OOM_MESSAGES = ("out of memory", "can't allocate memory", "failed to allocate")
-# torch.OutOfMemoryError (torch >= 2.5) is this same class, also raised for CPU-side tensors.
-_OOM_TYPES = (torch.cuda.OutOfMemoryError, MemoryError)
 
 
 class EvalError(Exception):
@@ -60,7 +56,7 @@ class Enhanced:
 
 
 class Source(Protocol):
-    """Where enhanced audio comes from; an ONNX model can be one more implementation."""
+    """Where enhanced audio comes from: a model (PyTorch or ONNX), a folder, the noisy input."""
 
     description: str
 
@@ -93,37 +89,29 @@ class FolderSource:
         return Enhanced(audio, samplerate=info.samplerate)
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch/CUDA/Python out-of-memory errors, including allocator RuntimeErrors."""
-    if isinstance(exc, _OOM_TYPES):
-        return True
-    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM_MESSAGES)
-
-
 class ModelSource:
-    """A PyTorch model run on the whole file (chunked only above `max_seconds` or after OOM)."""
+    """A model run on the whole file (chunked only above `max_seconds` or after OOM).
+
+    `model` is a `mbsnet.enhance.backend.Backend` (e.g. an onnxruntime session) or a PyTorch
+    model, which runs on `device` (default: where it is).
+    """
 
     def __init__(
         self,
-        model: nn.Module,
-        device: str | torch.device | None = None,
+        model: Any,
+        device: Any = None,
         max_seconds: float | None = None,
         description: str | None = None,
     ) -> None:
-        if device is None:
-            param = next(model.parameters(), None)
-            device = param.device if param is not None else "cpu"
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.backend = as_backend(model, device)
         self.max_seconds = max_seconds
-        self.description = description or f"model {getattr(model, 'ARCH', type(model).__name__)}"
+        self.description = description or self.backend.description
 
     def _run(self, noisy: np.ndarray, chunk_seconds: float | None) -> np.ndarray:
-        wave = torch.from_numpy(np.ascontiguousarray(noisy))
-        return enhance_waveform(
-            self.model, wave, chunk_seconds=chunk_seconds,
-            overlap_seconds=CHUNK_OVERLAP_SECONDS, device=self.device,
-        ).numpy()
+        return enhance_array(
+            self.backend, noisy, chunk_seconds=chunk_seconds,
+            overlap_seconds=CHUNK_OVERLAP_SECONDS,
+        )
 
     def enhance(self, pair: Pair, noisy: np.ndarray) -> Enhanced:
         n = noisy.shape[-1]
@@ -139,8 +127,7 @@ class ModelSource:
             out_of_memory = True  # retried below, outside this block: the traceback holds tensors
         if out_of_memory:
             gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self.backend.release_memory()
             chunk = max(1.0, min(RETRY_CHUNK_SECONDS, n / SAMPLE_RATE / 2))
             try:
                 audio = self._run(noisy, chunk)
@@ -152,17 +139,19 @@ class ModelSource:
 
 
 def make_source(
-    source: Source | nn.Module | str | os.PathLike[str] | None,
+    source: Any,
     *,
-    device: str | torch.device | None = None,
+    device: Any = None,
     max_seconds: float | None = None,
 ) -> Source:
-    """A `Source` from a model, a folder of enhanced files, None (noisy), or a Source itself.
+    """A `Source` from a PyTorch model, a folder of enhanced files, None (noisy), or a Source.
+
+    (A `Backend` such as an ONNX session becomes a source with ``ModelSource(backend)``.)
 
     Raises:
         ValueError: `device` or `max_seconds` given for a source that is not a model.
     """
-    if isinstance(source, nn.Module):
+    if is_torch_module(source):
         return ModelSource(source, device=device, max_seconds=max_seconds)
     if device is not None or max_seconds is not None:
         raise ValueError("device and max_seconds apply to a model source only")
@@ -357,13 +346,13 @@ def _stderr(message: str) -> None:
 
 def evaluate(
     pairs: Sequence[Pair],
-    source: Source | nn.Module | str | os.PathLike[str] | None = None,
+    source: Any = None,
     *,
     workers: int | None = None,
     extended: bool = False,
     resample: bool = False,
     max_seconds: float | None = None,
-    device: str | torch.device | None = None,
+    device: Any = None,
     progress: bool = False,
     log: Callable[[str], None] | None = _stderr,
 ) -> EvalReport:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from mbsnet.models.ssd import DEFAULT_CHUNK_SIZE, ssd_scan
+from mbsnet.models.tracing import is_exporting
 
 KERNEL_ENV = "MBSNET_SSM_KERNEL"
 KERNEL_CHOICES = ("auto", "torch", "mamba_ssm")
@@ -79,8 +80,9 @@ def resolve_kernel(device: torch.device | str) -> str:
 
 
 def _exporting() -> bool:
-    """True while tracing or exporting, where only the PyTorch path can be recorded."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """True while tracing or exporting (either ONNX exporter), where only the PyTorch path can be
+    recorded."""
+    return is_exporting()
 
 
 def _scan_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from mbsnet import SAMPLE_RATE
 from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit
 from mbsnet.models.level import level_scale
+from mbsnet.models.tracing import is_exporting
 from mbsnet.stft import STFT
 
 MASK_TAPS = 3
@@ -84,7 +85,9 @@ class MaskingEnhancer(nn.Module):
         Returns:
             Enhanced audio (B, N) at the input's level (the model output divided by c).
         """
-        if wave.shape[-1] < self.min_samples:
+        # Eager only: in an exported graph the length is symbolic and the check would be baked
+        # in (or refused); ONNX callers read the minimum from the graph's metadata instead.
+        if not is_exporting() and wave.shape[-1] < self.min_samples:
             raise ValueError(
                 f"input has {wave.shape[-1]} samples; the model needs at least {self.min_samples}"
             )

@@ -1,0 +1,82 @@
+"""The PyTorch implementation of `mbsnet.enhance.backend.Backend`, and a tensor-level helper."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mbsnet.enhance.chunking import enhance_array, frame_hop
+from mbsnet.models.level import level_scale
+
+
+class ReferencedModel(nn.Module):
+    """A model called as ``(wave, reference) -> enhanced``: the gain comes from `reference`.
+
+    The one definition of that call, used by the PyTorch backend and recorded as the ONNX
+    graph by `mbsnet.export`. Shape: wave (B, n), reference (B, N) -> (B, n).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, wave: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return self.model(wave, level_scale(reference))
+
+
+def _device_for(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is None:
+        param = next(model.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but is not available; use --device cpu")
+    return device
+
+
+class TorchBackend:
+    """A PyTorch model as a backend: moved to `device` (default: where it is), in eval mode."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device | None = None) -> None:
+        self.device = _device_for(model, device)
+        self.model = model.to(self.device).eval()
+        self.graph = ReferencedModel(self.model)
+        self.min_samples = int(getattr(model, "min_samples", 1))
+        self.hop = frame_hop(model)
+        arch = getattr(model, "ARCH", type(model).__name__)
+        self.description = f"PyTorch {arch} on {self.device}"
+
+    @torch.inference_mode()
+    def __call__(self, wave: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).to(self.device)
+        same = reference is wave
+        ref = x if same else torch.from_numpy(np.asarray(reference, np.float32)).to(self.device)
+        return self.graph(x, ref).float().cpu().numpy()
+
+    def release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def enhance_waveform(
+    model: nn.Module,
+    wave: torch.Tensor,
+    chunk_seconds: float | None = None,
+    overlap_seconds: float = 1.0,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """`mbsnet.enhance.chunking.enhance_array` for a PyTorch model and tensors.
+
+    Args:
+        model: model with ``forward(wave (B, N), scale (B, 1))`` and `min_samples`; moved to
+            `device` (None: where its parameters are) and put in eval mode.
+        wave: audio at 16 kHz, (C, N); stays on the CPU, only one chunk at a time is moved.
+        chunk_seconds, overlap_seconds: see `enhance_array`.
+
+    Returns:
+        The enhanced (C, N) float32 signal on the CPU.
+    """
+    array = wave.detach().to("cpu", torch.float32).numpy()
+    backend = TorchBackend(model, device)
+    return torch.from_numpy(enhance_array(backend, array, chunk_seconds, overlap_seconds))
