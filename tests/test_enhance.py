@@ -515,3 +515,32 @@ def test_keyboard_interrupt_stops_the_run_and_leaves_no_temp(tmp_path):
 def test_unavailable_cuda_is_refused_up_front(tmp_path, model):
     with pytest.raises(ValueError, match="CUDA"):
         enhance_paths(model, [tmp_path], tmp_path / "out", device="cuda")
+
+
+def test_cli_reference_prints_pesq_and_stoi_before_and_after(tmp_path, tiny):
+    import re
+
+    from click.testing import CliRunner
+
+    from mbsnet.cli import main
+    from mbsnet.eval.pipeline import score_against
+
+    examples = Path(__file__).parents[1] / "examples"
+    noisy, clean = examples / "noisy_p232_005.wav", examples / "clean_p232_005.wav"
+    save_checkpoint(tmp_path / "tiny.pt", tiny)
+    out = tmp_path / "enhanced.wav"
+    args = ["enhance", str(noisy), "-o", str(out), "--checkpoint", str(tmp_path / "tiny.pt"),
+            "--quiet", "--reference", str(clean)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    line = result.stdout.strip().splitlines()[-1]
+    score = r"([\d.]+) -> ([\d.]+) \(([+-][\d.]+)\)"
+    pattern = rf"PESQ {score}  STOI {score}"
+    match = re.fullmatch(pattern, line)
+    assert match, line
+    want = score_against(clean, noisy, ("pesq",))["pesq"]
+    assert float(match.group(1)) == pytest.approx(want, abs=5e-4)  # the noisy input's PESQ
+    after = score_against(clean, out, ("pesq", "stoi"))
+    assert float(match.group(2)) == pytest.approx(after["pesq"], abs=5e-4)  # the written file
+    folder = CliRunner().invoke(main, [*args[:1], str(examples), *args[2:]])
+    assert folder.exit_code == 2 and "--reference goes with a single input file" in folder.output

@@ -49,7 +49,7 @@ def short_dir(shared_data, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def noisy_run(short_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("noisy_report")
-    result = run("--test-dir", short_dir, "--out", out, "--workers", 0, "--quiet")
+    result = run("--test-dir", short_dir, "--noisy", "--out", out, "--workers", 0, "--quiet")
     assert result.exit_code == 0, result.output
     return out
 
@@ -85,7 +85,7 @@ def test_summary_json_shape(noisy_run):
 def test_enhanced_dir_and_extended(shared_data, tmp_path):
     test_dir = copy_pairs(shared_data, tmp_path / "set", ("p257_022", "p232_006"), enhanced=True)
     out = tmp_path / "out"
-    result = run("--noisy-dir", test_dir / "noisy", "--clean-dir", test_dir / "clean",
+    result = run("--noisy", "--noisy-dir", test_dir / "noisy", "--clean-dir", test_dir / "clean",
                  "--enhanced-dir", test_dir / "enhanced", "--out", out, "--workers", 0,
                  "--extended", "--quiet")
     assert result.exit_code == 0, result.output
@@ -101,7 +101,8 @@ def test_failed_file_exit_code_and_unmatched_listed(short_dir, tmp_path):
     data = (test_dir / "noisy" / "p232_170.wav").read_bytes()
     (test_dir / "noisy" / "p232_170.wav").write_bytes(data[:1000])  # truncated
     (test_dir / "clean" / "p257_143.wav").unlink()
-    result = run("--test-dir", test_dir, "--out", tmp_path / "out", "--workers", 0, "--quiet")
+    result = run("--test-dir", test_dir, "--noisy", "--out", tmp_path / "out", "--workers", 0,
+                 "--quiet")
     assert result.exit_code == 1
     assert "1 noisy file(s) have no clean file and are NOT evaluated: p257_143.wav" in result.output
     assert "error: p232_170.wav: " in result.output and "truncated" in result.output
@@ -121,9 +122,9 @@ def test_resample_warns_once(short_dir, tmp_path):
             x, _ = sf.read(short_dir / side / f"{name}.wav", dtype="float32")
             sf.write(tmp_path / "set" / side / f"{name}.wav", resample(x[None], 16000, 8000)[0],
                      8000)
-    strict = run("--test-dir", tmp_path / "set", "--out", tmp_path / "a", "--workers", 0)
+    strict = run("--test-dir", tmp_path / "set", "--noisy", "--out", tmp_path / "a", "--workers", 0)
     assert strict.exit_code == 1 and strict.output.count("is at 8000 Hz") == 2
-    loose = run("--test-dir", tmp_path / "set", "--out", tmp_path / "b", "--workers", 0,
+    loose = run("--test-dir", tmp_path / "set", "--noisy", "--out", tmp_path / "b", "--workers", 0,
                 "--resample")
     assert loose.exit_code == 0, loose.output
     assert loose.output.count("NOT comparable to published tables") == 1
@@ -151,7 +152,7 @@ def test_checkpoint_max_seconds_and_plots(short_dir, tmp_path):
 
 def test_plots_without_matplotlib_is_one_line(short_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    result = run("--test-dir", short_dir, "--out", tmp_path, "--plots", "--workers", 0)
+    result = run("--test-dir", short_dir, "--noisy", "--out", tmp_path, "--plots", "--workers", 0)
     assert result.exit_code == 1
     assert result.output.strip() == "Error: --plots needs matplotlib: pip install 'mbsnet[plots]'"
     assert not (tmp_path / "summary.json").exists()  # refused before any work
@@ -163,7 +164,8 @@ def test_plots_without_matplotlib_is_one_line(short_dir, tmp_path, monkeypatch):
         ((), "give either --test-dir or both"),
         (("--noisy-dir", "n"), "--noisy-dir and --clean-dir go together"),
         (("--test-dir", "t", "--checkpoint", "c", "--enhanced-dir", "e"), "give one of"),
-        (("--test-dir", "t", "--max-seconds", "5"), "--max-seconds applies to --checkpoint"),
+        (("--test-dir", "t", "--noisy", "--max-seconds", "5"), "--max-seconds applies to"),
+        (("--test-dir", "t", "--noisy", "--enhanced-dir", "e"), "give one of"),
         (("--test-dir", "missing"), "test folder not found: missing"),
     ],
 )
@@ -202,7 +204,8 @@ def test_torchrun_two_processes_match_single_process(short_dir, noisy_run, tmp_p
     shutil.copy(test_dir / "clean" / "p232_052.wav", test_dir / "clean" / "broken.wav")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "mbsnet.cli", "eval", "--test-dir", str(test_dir), "--out", str(out),
+           "2", "-m", "mbsnet.cli", "eval", "--test-dir", str(test_dir), "--noisy",
+           "--out", str(out),
            "--workers", "2", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)

@@ -34,6 +34,18 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _bundled_checkpoint() -> Path:
+    """The bundled default weights, announced on one line (stderr)."""
+    from mbsnet.weights import default_checkpoint
+
+    try:
+        path = default_checkpoint()
+    except FileNotFoundError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"no --checkpoint given: using the bundled default model ({path})", err=True)
+    return path
+
+
 def _load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
     from mbsnet.checkpoint import CheckpointError, model_from_checkpoint
 
@@ -46,9 +58,12 @@ def _load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
 def _load_backend(
     checkpoint: Path | None, onnx: Path | None, device: str, threads: int | None
 ) -> Backend:
-    """The network a command runs: a PyTorch checkpoint or an exported ONNX graph."""
-    if (checkpoint is None) == (onnx is None):
+    """The network a command runs: a PyTorch checkpoint, an exported ONNX graph, or (neither
+    given) the bundled default model."""
+    if checkpoint is not None and onnx is not None:
         raise click.UsageError("give either --checkpoint or --onnx")
+    if checkpoint is None and onnx is None:
+        checkpoint = _bundled_checkpoint()
     if onnx is not None:
         from mbsnet.export.runtime import OnnxBackend, RuntimeSetupError
 
@@ -91,18 +106,21 @@ def main() -> None:
 
 @main.command()
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
-@click.option("--preset", help="Describe a preset (default: base) instead of a checkpoint.")
+@click.option("--preset", help="Describe a preset instead of a checkpoint.")
 @click.option(
     "--arch", default="mbsnet", show_default=True, help="Architecture for --preset: mbsnet|bsrnn."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(checkpoint: Path | None, preset: str | None, arch: str, as_json: bool) -> None:
-    """Parameters per module, total, and MACs per second of audio for a preset or CHECKPOINT."""
+    """Parameters per module, total, and MACs per second of audio for a preset or CHECKPOINT
+    (default: the bundled default model)."""
     from mbsnet.info import describe, format_info
     from mbsnet.models import DEFAULT_PRESET, create_model, preset_config
 
     if checkpoint is not None and preset is not None:
         raise click.UsageError("give either CHECKPOINT or --preset, not both")
+    if checkpoint is None and preset is None and arch == "mbsnet":
+        checkpoint = _bundled_checkpoint()
     if checkpoint is not None:
         model, source = _load_model(checkpoint, _resolve_device("cpu")), str(checkpoint)
     else:
@@ -140,6 +158,10 @@ def info(checkpoint: Path | None, preset: str | None, arch: str, as_json: bool) 
     "--chunk-seconds", type=click.FloatRange(min=2.0), default=DEFAULT_CHUNK_SECONDS,
     show_default=True, help="Enhance longer inputs in overlapping chunks of this length.",
 )
+@click.option(
+    "--reference", type=click.Path(path_type=Path),
+    help="Clean reference of a single INPUT file: print its PESQ and STOI before and after.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def enhance(
     inputs: tuple[Path, ...],
@@ -149,6 +171,7 @@ def enhance(
     device: str,
     threads: int | None,
     chunk_seconds: float,
+    reference: Path | None,
     quiet: bool,
 ) -> None:
     """Enhance INPUT files or folders (*.wav, *.flac, searched recursively) into OUTPUT.
@@ -159,6 +182,8 @@ def enhance(
     """
     from mbsnet.enhance import enhance_paths
 
+    if reference is not None and (len(inputs) != 1 or inputs[0].is_dir()):
+        raise click.UsageError("--reference goes with a single input file")
     backend = _load_backend(checkpoint, onnx, device, threads)
     report = enhance_paths(
         backend, list(inputs), output, chunk_seconds=chunk_seconds, progress=not quiet
@@ -166,6 +191,23 @@ def enhance(
     click.echo(f"enhanced {len(report.done)} file(s), {len(report.failed)} failed", err=True)
     if report.failed:
         sys.exit(1)
+    if reference is not None:
+        click.echo(_before_and_after(inputs[0], output, reference))
+
+
+def _before_and_after(noisy: Path, enhanced: Path, clean: Path) -> str:
+    """PESQ (wb) and STOI of the noisy input and of the enhanced file, against `clean`."""
+    from mbsnet.eval.pipeline import EvalError, score_against
+
+    try:
+        before, after = (score_against(clean, path, ("pesq", "stoi")) for path in (noisy, enhanced))
+    except EvalError as error:
+        raise click.ClickException(str(error)) from None
+    parts = []
+    for name in ("pesq", "stoi"):
+        gain = after[name] - before[name]
+        parts.append(f"{name.upper()} {before[name]:.3f} -> {after[name]:.3f} ({gain:+.3f})")
+    return "  ".join(parts)
 
 
 def _eval_pairs(test_dir: Path | None, noisy_dir: Path | None, clean_dir: Path | None):
@@ -195,13 +237,15 @@ def _eval_warn_pairing(pair_set, enhanced_dir: Path | None) -> None:
 
 
 def _eval_source(
-    checkpoint: Path | None, onnx: Path | None, enhanced_dir: Path | None, device: str,
-    threads: int | None, max_seconds: float | None,
+    checkpoint: Path | None, onnx: Path | None, enhanced_dir: Path | None, score_noisy: bool,
+    device: str, threads: int | None, max_seconds: float | None,
 ):
     from mbsnet.eval.pipeline import ModelSource, make_source
 
-    if checkpoint is None and onnx is None:
+    if enhanced_dir is not None or score_noisy:
         return make_source(enhanced_dir)
+    if checkpoint is None and onnx is None:
+        checkpoint = _bundled_checkpoint()
     backend = _load_backend(checkpoint, onnx, device, threads)
     what = f"checkpoint {checkpoint}" if checkpoint is not None else f"ONNX graph {onnx}"
     return ModelSource(backend, max_seconds=max_seconds, description=what)
@@ -260,6 +304,10 @@ def _eval_finish(
     "--enhanced-dir", type=click.Path(path_type=Path),
     help="Score these enhanced files (same relative names as the noisy ones).",
 )
+@click.option(
+    "--noisy", "score_noisy", is_flag=True,
+    help='Score the unprocessed noisy input (the "noisy" row of paper tables).',
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Report folder.")
 @click.option(
     "--workers", type=click.IntRange(min=0),
@@ -280,15 +328,16 @@ def _eval_finish(
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
     test_dir: Path | None, noisy_dir: Path | None, clean_dir: Path | None,
-    checkpoint: Path | None, onnx: Path | None, enhanced_dir: Path | None, out: Path,
-    workers: int | None, extended: bool, resample: bool, max_seconds: float | None, device: str,
-    threads: int | None, plots: bool, quiet: bool,
+    checkpoint: Path | None, onnx: Path | None, enhanced_dir: Path | None, score_noisy: bool,
+    out: Path, workers: int | None, extended: bool, resample: bool, max_seconds: float | None,
+    device: str, threads: int | None, plots: bool, quiet: bool,
 ) -> None:
     """Score a test set the way papers do: PESQ (wb), CSIG, CBAK, COVL, SSNR, STOI.
 
-    Without --checkpoint, --onnx or --enhanced-dir the noisy input itself is scored (the
-    "noisy" row of paper tables). A model runs on whole files (in chunks only above
-    --max-seconds, or when a file runs out of memory: such rows are marked chunked). Files are
+    The enhanced audio comes from --checkpoint, --onnx, --enhanced-dir, or the bundled default
+    model when none is given; --noisy scores the noisy input itself. A model runs on whole
+    files (in chunks only above --max-seconds, or when a file runs out of memory: such rows
+    are marked chunked). Files are
     paired by relative name; unpaired files are listed, never dropped silently. Writes per_file.csv
     and summary.json (means and population std over valid values only) to OUT. Runs under
     `torchrun --nproc_per_node K` with each rank scoring a shard of the files.
@@ -303,10 +352,10 @@ def eval_command(
     from mbsnet.eval.pipeline import evaluate
     from mbsnet.eval.report import ReportError, merge_reports, require_matplotlib
 
-    if sum(x is not None for x in (checkpoint, onnx, enhanced_dir)) > 1:
-        raise click.UsageError("give one of --checkpoint, --onnx and --enhanced-dir")
-    if max_seconds is not None and checkpoint is None and onnx is None:
-        raise click.UsageError("--max-seconds applies to --checkpoint and --onnx only")
+    if sum(x is not None for x in (checkpoint, onnx, enhanced_dir)) + score_noisy > 1:
+        raise click.UsageError("give one of --checkpoint, --onnx, --enhanced-dir and --noisy")
+    if max_seconds is not None and (enhanced_dir is not None or score_noisy):
+        raise click.UsageError("--max-seconds applies to a model (--checkpoint, --onnx, default)")
     try:
         if plots:
             require_matplotlib()
@@ -320,7 +369,9 @@ def eval_command(
     try:
         if rank == 0:
             _eval_warn_pairing(pair_set, enhanced_dir)
-        source = _eval_source(checkpoint, onnx, enhanced_dir, device, threads, max_seconds)
+        source = _eval_source(
+            checkpoint, onnx, enhanced_dir, score_noisy, device, threads, max_seconds
+        )
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers > 0:  # the machine's cores are shared by the ranks
             workers = max(1, workers // world)

@@ -229,6 +229,30 @@ def prepare_pair(
     return Prepared(noisy[0], clean[0], enhanced[0].astype(np.float32), resampled)
 
 
+def score_against(clean: Path, degraded: Path, names: tuple[str, ...]) -> dict[str, float]:
+    """Metrics `names` of one file against its clean reference (both mono, 16 kHz if not,
+    resampled), as `mbsnet eval` computes them.
+
+    Raises:
+        EvalError: unreadable files, other channel counts or lengths, or a metric that cannot
+            be computed for this pair (one line naming it).
+    """
+    signals = []
+    for path in (clean, degraded):
+        try:
+            audio, info = read_audio(path)
+        except AudioError as error:
+            raise EvalError(str(error)) from None
+        signals.append(_to_16k(_mono(audio, str(path)), info.samplerate, True, str(path))[0])
+    if signals[0].shape != signals[1].shape:
+        raise EvalError(f"{degraded} and its reference {clean} differ in length")
+    result = compute_metrics(signals[0], signals[1], SAMPLE_RATE)
+    missing = [f"{name}: {result.errors[name]}" for name in names if name not in result.values]
+    if missing:
+        raise EvalError(f"{degraded}: " + "; ".join(missing))
+    return {name: result.values[name] for name in names}
+
+
 def _describe(exc: BaseException) -> str:
     """One line for a failed row: library errors as is, others with their type."""
     if isinstance(exc, EvalError | AudioError):

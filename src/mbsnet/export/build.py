@@ -51,8 +51,13 @@ class ExportSummary:
 
 
 def default_checkpoint() -> Path:
-    """The bundled weights CKPT defaults to (none yet: an ExportError)."""
-    raise ExportError("give CKPT: mbsnet has no bundled weights yet")
+    """The bundled weights CKPT defaults to (`mbsnet.weights`); an ExportError if absent."""
+    from mbsnet.weights import default_checkpoint as bundled
+
+    try:
+        return bundled()
+    except FileNotFoundError as error:
+        raise ExportError(str(error)) from None
 
 
 def clean_companion(example: Path) -> Path | None:
