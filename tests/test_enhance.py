@@ -544,3 +544,22 @@ def test_cli_reference_prints_pesq_and_stoi_before_and_after(tmp_path, tiny):
     assert float(match.group(2)) == pytest.approx(after["pesq"], abs=5e-4)  # the written file
     folder = CliRunner().invoke(main, [*args[:1], str(examples), *args[2:]])
     assert folder.exit_code == 2 and "--reference goes with a single input file" in folder.output
+
+
+class RefusesLongInputs(StandIn):
+    """A model that fails like a kernel refusing an input (RuntimeError) on long files."""
+
+    def forward(self, wave: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        if wave.shape[-1] > SR:
+            raise RuntimeError("kernel refused: sequence too long for this build")
+        return super().forward(wave, scale)
+
+
+def test_a_model_error_fails_that_file_only(tmp_path, capsys):
+    short = write_wav(tmp_path / "in" / "a_short.wav", seconds=0.5)
+    long = write_wav(tmp_path / "in" / "b_long.wav", seconds=2.0)
+    report = enhance_paths(RefusesLongInputs(), [tmp_path / "in"], tmp_path / "out")
+    assert [p for p, _ in report.done] == [short]
+    ((path, message),) = report.failed
+    assert path == long and str(long) in message and "kernel refused" in message
+    assert len(error_lines(capsys.readouterr().err)) == 1

@@ -278,6 +278,8 @@ def enhance_paths(
                 _fail(report, in_path, f"{in_path}: out of memory; try a smaller --chunk-seconds")
             elif isinstance(err, OSError | ValueError):
                 _fail(report, in_path, f"{in_path}: {err}")
+            elif isinstance(err, RuntimeError):  # e.g. a CUDA kernel refusing this input
+                _fail(report, in_path, f"{in_path}: the model failed on this file ({err})")
             else:
                 raise
         else:

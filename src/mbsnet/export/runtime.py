@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mbsnet import SAMPLE_RATE
+from mbsnet.enhance.backend import is_out_of_memory
 
 DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
@@ -164,7 +165,12 @@ class OnnxBackend:
             "wave": np.ascontiguousarray(wave, dtype=np.float32),
             "reference": np.ascontiguousarray(reference, dtype=np.float32),
         }
-        return self.session.run([OUTPUT_NAME], feeds)[0]
+        try:
+            return self.session.run([OUTPUT_NAME], feeds)[0]
+        except Exception as error:  # onnxruntime's errors are not RuntimeErrors
+            if is_out_of_memory(error):
+                raise
+            raise RuntimeError(f"onnxruntime: {error}") from error
 
     def release_memory(self) -> None:
         """Nothing to do: onnxruntime keeps its arena, reused by the next (smaller) run."""
