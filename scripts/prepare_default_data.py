@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python scripts/prepare_default_data.py [--shared ../shared/data]
      [--out /work/data/default] [--manifest configs/default_data.tsv]
+     .venv/bin/python scripts/prepare_default_data.py --summary   # tables of the manifest
 
 Writes OUT/{speech,noise,rir}/ (links to the real files, plus generated ones) for
 `mbsnet train --config configs/default.toml --speech OUT/speech --noise OUT/noise --rir OUT/rir`,
@@ -200,13 +201,44 @@ def _row(role: str, kind: str, category: str, seconds: float, licence: str, sour
             "licence": licence, "source": source}  # fmt: skip
 
 
+def _group(category: str) -> str:
+    """Category label without the per-file details in parentheses."""
+    return category.split(" (")[0]
+
+
+def summary(manifest: Path) -> str:
+    """Markdown tables of a manifest: minutes per role and noise type, non-commercial items."""
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    lines = ["| role | files | minutes |", "|---|---|---|"]
+    for role in ("speech", "noise", "rir", "excluded"):
+        chosen = [r for r in rows if r["role"] == role]
+        minutes = sum(float(r["seconds"]) for r in chosen) / 60
+        lines.append(f"| {role} | {len(chosen)} | {minutes:.1f} |")
+    lines += ["", "| noise type | files | minutes |", "|---|---|---|"]
+    noise: dict[str, list[float]] = {}
+    for r in rows:
+        if r["role"] == "noise":
+            noise.setdefault(_group(r["category"]), []).append(float(r["seconds"]))
+    for name, seconds in sorted(noise.items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"| {name} | {len(seconds)} | {sum(seconds) / 60:.1f} |")
+    nc = [r for r in rows if r["role"] != "excluded" and "NC" in r["licence"]]
+    lines += ["", f"Non-commercial (NC) items used: {len(nc)}"]
+    lines += [f"- {r['source']} ({r['licence']})" for r in nc]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=Path("/work/data/default"))
     parser.add_argument("--manifest", type=Path, default=REPO / "configs" / "default_data.tsv")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--summary", action="store_true", help="print the manifest's tables")
     args = parser.parse_args()
+    if args.summary:
+        print(summary(args.manifest))
+        return
     rng = np.random.default_rng(args.seed)
     rows: list[dict] = []
     _speech(args.shared, args.out, rows)
