@@ -17,6 +17,7 @@ import soundfile as sf
 import soxr
 
 from mbsnet.atomic import atomic_path
+from mbsnet.errors import one_line
 
 # Subtypes stored as floating point: written as is. Everything else (integer PCM, A-law, lossy
 # codecs, ...) is clipped first, because libsndfile converts out-of-range floats by wrapping.
@@ -32,7 +33,7 @@ class AudioError(Exception):
 
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path = Path(path)
-        self.problem = _one_line(problem)
+        self.problem = one_line(problem)
         super().__init__(f"{path}: {self.problem}")
 
 
@@ -47,14 +48,10 @@ class AudioInfo:
     format: str
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def libsndfile_reason(err: Exception) -> str:
     """Condense a soundfile error to its useful part, e.g. 'flac decoder lost sync'."""
     reason = getattr(err, "error_string", None) or str(err)
-    reason = _one_line(reason)
+    reason = one_line(reason)
     reason = reason.removeprefix("Error :").strip().rstrip(".")
     return reason or type(err).__name__
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mbsnet.models import count_parameters
+from mbsnet.models import count_parameters, model_device
 
 MACS_PROBE_SECONDS = 4.0
 """Length of the probe signal for counting MACs; the count is divided back to one second."""
@@ -63,7 +63,7 @@ def count_macs_per_second(model: nn.Module, seconds: float = MACS_PROBE_SECONDS)
     """
     n_samples = int(seconds * model.sample_rate)
     probe = torch.randn(1, n_samples, generator=torch.Generator().manual_seed(0))
-    device = next(model.parameters()).device
+    device = model_device(model)
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOPS)
     with torch.inference_mode(), counter:
         model(probe.to(device))

@@ -22,6 +22,7 @@ from mbsnet import SAMPLE_RATE
 from mbsnet.audio import AudioError, AudioInfo, is_silent, read_audio, resample, write_audio
 from mbsnet.enhance.backend import as_backend, is_out_of_memory
 from mbsnet.enhance.chunking import enhance_array
+from mbsnet.errors import one_line
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac"})
 
@@ -225,10 +226,6 @@ def _file_id(path: Path) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def enhance_paths(
     model: Any,
     inputs: Sequence[PathLike],
@@ -285,12 +282,12 @@ def enhance_paths(
         else:
             report.done.append((in_path, out_path))
             for message in warnings:
-                report.warnings.append((in_path, _one_line(message)))
-                tqdm.write(f"warning: {_one_line(message)}", file=sys.stderr)
+                report.warnings.append((in_path, one_line(message)))
+                tqdm.write(f"warning: {one_line(message)}", file=sys.stderr)
     return report
 
 
 def _fail(report: EnhanceReport, path: Path, message: str) -> None:
-    message = _one_line(message)
+    message = one_line(message)
     report.failed.append((path, message))
     tqdm.write(f"error: {message}", file=sys.stderr)

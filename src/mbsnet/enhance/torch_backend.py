@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mbsnet.enhance.chunking import enhance_array, frame_hop
+from mbsnet.models import model_device
 from mbsnet.models.level import level_scale
 
 
@@ -27,8 +28,7 @@ class ReferencedModel(nn.Module):
 
 def _device_for(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is None:
-        param = next(model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
+        return model_device(model)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("CUDA was requested but is not available; use --device cpu")

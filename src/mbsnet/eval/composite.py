@@ -53,10 +53,11 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from mbsnet import SAMPLE_RATE
+
 INT16_SCALE = 32768.0
 """The reference port computes on float samples multiplied by this (see module docstring)."""
 
-SAMPLE_RATE = 16_000
 TRIM_KEEP = 0.95  # fraction of frames (the lowest) averaged for WSS and LLR
 SSNR_RANGE = (-10.0, 35.0)
 

@@ -29,11 +29,12 @@ from numpy.typing import ArrayLike
 from pesq import pesq as _pesq
 from pystoi import stoi as _stoi
 
+from mbsnet import SAMPLE_RATE
+from mbsnet.errors import exception_line, one_line
 from mbsnet.eval.composite import composite_components, composite_min_samples, composite_scores
 
 METRICS = ("pesq", "csig", "cbak", "covl", "ssnr", "stoi")
 EXTENDED_METRICS = ("estoi", "si_sdr")
-SAMPLE_RATE = 16_000
 
 PESQ_MIN_SECONDS = 0.25  # pesq raises BufferTooShortError below this
 # pystoi needs 30 STFT frames (256 samples, hop 128) at 10 kHz: 4097 samples after resampling,
@@ -57,12 +58,7 @@ class MetricResult:
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, MetricUnavailable):
-        text = str(exc)
-    else:
-        args = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in exc.args]
-        text = f"{type(exc).__name__}: {' '.join(args)}".rstrip(": ")
-    return " ".join(text.split())  # one line
+    return one_line(exc) if isinstance(exc, MetricUnavailable) else exception_line(exc)
 
 
 def _record(result: MetricResult, name: str, compute: Callable[[], float]) -> float | None:
@@ -96,7 +92,7 @@ def _validate(
     return clean, enhanced
 
 
-def _signal_problems(clean: np.ndarray, enhanced: np.ndarray) -> tuple[str | None, str | None]:
+def signal_problems(clean: np.ndarray, enhanced: np.ndarray) -> tuple[str | None, str | None]:
     """(reason every metric fails, reason the reference-only metrics survive) from the inputs."""
     for name, x in (("clean", clean), ("enhanced", enhanced)):
         # A finite sum is the cheap common case (audio cannot overflow it); check exactly if not.
@@ -162,7 +158,7 @@ def compute_metrics(
     clean, enhanced = _validate(clean, enhanced, sample_rate)
     names = METRICS + (EXTENDED_METRICS if extended else ())
     result = MetricResult()
-    fatal, enhanced_silent = _signal_problems(clean, enhanced)
+    fatal, enhanced_silent = signal_problems(clean, enhanced)
     if fatal:
         result.errors = dict.fromkeys(names, fatal)
         return result

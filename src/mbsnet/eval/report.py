@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from mbsnet import SAMPLE_RATE
 from mbsnet.atomic import atomic_path
 
-SAMPLE_RATE = 16_000
 OK, PARTIAL, FAILED = "ok", "partial", "failed"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
 from torch import nn
 
 from mbsnet.models.bsrnn import BSRNN, BSRNNConfig
@@ -84,6 +85,12 @@ def set_memory_saving(model: nn.Module, checkpoint_blocks: bool, recompute_mamba
             module.recompute_mix = recompute_mamba
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's parameters live (the CPU for a model without any)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of scalar parameters in a module tree (shared parameters counted once)."""
     return sum(p.numel() for p in module.parameters())
@@ -101,6 +108,7 @@ __all__ = [
     "MBSNetConfig",
     "count_parameters",
     "create_model",
+    "model_device",
     "preset_config",
     "set_memory_saving",
 ]

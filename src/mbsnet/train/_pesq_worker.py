@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from mbsnet.eval.metrics import pesq_wb
+from mbsnet.errors import exception_line
+from mbsnet.eval.metrics import pesq_wb, signal_problems
 
 # Thread pools a worker must not start: N workers x M threads on a few cores makes PESQ slower.
 THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -46,32 +47,13 @@ def ping(hold_s: float = 0.0) -> int:
     return os.getpid()
 
 
-def _one_line(exc: BaseException) -> str:
-    args = [a.decode(errors="replace") if isinstance(a, bytes) else str(a) for a in exc.args]
-    text = f"{type(exc).__name__}: {' '.join(args)}".rstrip(": ")
-    return " ".join(text.split())
-
-
-def _input_problem(clean: np.ndarray, enhanced: np.ndarray) -> str | None:
-    """Why PESQ is undefined for these signals, or None (same conditions as compute_metrics)."""
-    for name, x in (("clean", clean), ("enhanced", enhanced)):
-        if not np.isfinite(x).all():
-            return f"{name} signal contains NaN or inf"
-    if clean.size == 0:
-        return "empty signals"
-    if not clean.any():
-        return "silent reference (all-zero clean signal)"
-    if not enhanced.any():
-        return "silent enhanced signal (all zeros)"
-    return None
-
-
 def score_pair(clean: np.ndarray, enhanced: np.ndarray, fs: int) -> tuple[float | None, str | None]:
     """Raw wideband PESQ of one pair as (score, None), or (None, one-line reason); never raises."""
     try:
         clean = np.asarray(clean, dtype=np.float64)
         enhanced = np.asarray(enhanced, dtype=np.float64)
-        problem = _input_problem(clean, enhanced)
+        fatal, enhanced_silent = signal_problems(clean, enhanced)
+        problem = fatal or enhanced_silent
         if problem:
             return None, problem
         value = pesq_wb(clean, enhanced, fs)
@@ -79,4 +61,4 @@ def score_pair(clean: np.ndarray, enhanced: np.ndarray, fs: int) -> tuple[float 
             return None, f"PESQ is not finite ({value})"
         return value, None
     except Exception as exc:  # one bad pair must not fail the batch
-        return None, _one_line(exc)
+        return None, exception_line(exc)
