@@ -166,3 +166,19 @@ def test_activation_checkpointing_gives_the_same_gradients():
     for plain, recomputed in zip(grads(False), grads(True), strict=True):
         torch.testing.assert_close(recomputed, plain)
     assert "checkpoint_blocks" not in str(model.state_dict().keys())
+
+
+def test_bf16_autocast_leaves_the_transforms_in_float32(tiny, monkeypatch):
+    """With a pass-through mask the model is STFT + iSTFT: float32-exact even under autocast."""
+    wave = 0.1 * torch.randn(2, 16000)
+
+    def pass_through(spec):
+        mask = torch.zeros(spec.shape[0], 3, 2, *spec.shape[2:])
+        mask[:, 1, 0] = 1.0  # centre tap, real part: Y = X
+        return mask.to(torch.bfloat16)  # what a bf16 network hands back
+
+    monkeypatch.setattr(tiny, "estimate_mask", pass_through)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        out = tiny(wave)
+    assert out.dtype == torch.float32
+    assert (out - wave).abs().max() < 1e-5 * wave.abs().max()  # a bf16 transform: ~1e-2

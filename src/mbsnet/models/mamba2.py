@@ -16,7 +16,6 @@ at the first CUDA forward, never when this module is imported (it fails on CPU-o
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from mbsnet.models.precision import autocast_off
 from mbsnet.models.ssd import DEFAULT_CHUNK_SIZE, ssd_scan
 from mbsnet.models.tracing import is_exporting
 
@@ -88,13 +88,6 @@ def _exporting() -> bool:
 def _scan_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the scan runs in: float32 for half types (its exps and long sums need it)."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
-def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
-    """A context that turns autocast off on `device` if it is on (else does nothing)."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _init_dt_bias(nheads: int, dt_min: float, dt_max: float, dt_floor: float) -> Tensor:
@@ -233,7 +226,7 @@ class Mamba2(nn.Module):
         batch, length = x.shape[0], x.shape[1]
         heads = (batch, length, self.nheads, self.headdim)
         groups = (batch, length, self.ngroups, self.d_state)
-        with _autocast_off(x.device):
+        with autocast_off(x.device):
             x = x.to(dtype).reshape(heads)
             dt = F.softplus(dt.to(dtype) + self.dt_bias.to(dtype))
             A = -torch.exp(self.A_log.to(dtype))

@@ -11,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from mbsnet import SAMPLE_RATE
 from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit
 from mbsnet.models.level import level_scale
+from mbsnet.models.precision import autocast_off
 from mbsnet.models.tracing import is_exporting
 from mbsnet.stft import STFT
 
@@ -72,8 +73,14 @@ class MaskingEnhancer(nn.Module):
         return self.decoder(h)
 
     def enhance_spectrum(self, spec: torch.Tensor) -> torch.Tensor:
-        """Shape: normalized noisy spectrum (B, 2, F, T) -> enhanced spectrum (B, 2, F, T)."""
-        return apply_complex_mask(spec, self.estimate_mask(spec))
+        """Shape: normalized noisy spectrum (B, 2, F, T) -> enhanced spectrum (B, 2, F, T).
+
+        Under autocast only the network runs in reduced precision; the mask is applied in
+        float32, as the STFT pair around it runs (see `forward`).
+        """
+        mask = self.estimate_mask(spec)
+        with autocast_off(spec.device):
+            return apply_complex_mask(spec.float(), mask.float())
 
     def forward(self, wave: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Enhance a batch of 16 kHz signals.
@@ -93,6 +100,10 @@ class MaskingEnhancer(nn.Module):
             )
         if scale is None:
             scale = level_scale(wave)
-        spec = self.stft(wave * scale)
+        # The transforms stay float32 under bf16 autocast: a bf16 STFT would quantize the input
+        # spectrum and the output waveform (~3 significant digits) before any loss sees them.
+        with autocast_off(wave.device):
+            spec = self.stft(wave.float() * scale)
         enhanced = self.enhance_spectrum(spec)
-        return self.stft.inverse(enhanced, wave.shape[-1]) / scale
+        with autocast_off(wave.device):
+            return self.stft.inverse(enhanced, wave.shape[-1]) / scale

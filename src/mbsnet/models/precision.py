@@ -1,0 +1,14 @@
+"""Where reduced precision must not reach: the scan, the STFT pair and the mask product."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context that turns autocast off on `device` if it is on (else does nothing)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
