@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 from mbsnet import SAMPLE_RATE
 from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit
 from mbsnet.models.level import level_scale
-from mbsnet.models.precision import autocast_off
+from mbsnet.models.precision import as_float32, autocast_off
 from mbsnet.models.tracing import is_exporting
 from mbsnet.stft import STFT
 
@@ -80,7 +80,7 @@ class MaskingEnhancer(nn.Module):
         """
         mask = self.estimate_mask(spec)
         with autocast_off(spec.device):
-            return apply_complex_mask(spec.float(), mask.float())
+            return apply_complex_mask(as_float32(spec), as_float32(mask))
 
     def forward(self, wave: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """Enhance a batch of 16 kHz signals.
@@ -103,7 +103,7 @@ class MaskingEnhancer(nn.Module):
         # The transforms stay float32 under bf16 autocast: a bf16 STFT would quantize the input
         # spectrum and the output waveform (~3 significant digits) before any loss sees them.
         with autocast_off(wave.device):
-            spec = self.stft(wave.float() * scale)
+            spec = self.stft(as_float32(wave) * scale)
         enhanced = self.enhance_spectrum(spec)
         with autocast_off(wave.device):
             return self.stft.inverse(enhanced, wave.shape[-1]) / scale
