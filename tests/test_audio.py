@@ -292,3 +292,13 @@ def test_atomic_path_onto_directory_fails_cleanly(tmp_path):
     with pytest.raises(OSError), atomic_path(target) as tmp:
         tmp.write_bytes(b"data")
     assert (target / "keep").exists() and no_temp_files(tmp_path)
+
+
+def test_pcm16_is_rounded_to_nearest_not_floored(tmp_path):
+    """libsndfile floors float -> 16-bit PCM; write_audio rounds (a read-write round trip of a
+    file read as float, then nudged by float error, gives the same samples back)."""
+    steps = np.array([5 - 0.001, 5 + 0.001, -5 + 0.001, -5 - 0.001, 5.4, 5.6, -32768.2, 32767.4])
+    write_audio(tmp_path / "x.wav", (steps / 32768).astype(np.float32)[None], 16000,
+                subtype="PCM_16")  # fmt: skip
+    back, _ = read_audio(tmp_path / "x.wav")
+    assert (back[0] * 32768).astype(int).tolist() == [5, 5, -5, -5, 5, 6, -32768, 32767]

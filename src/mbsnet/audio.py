@@ -7,6 +7,7 @@ non-finite samples. Arrays are float32 shaped (channels, samples) throughout.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from mbsnet import SAMPLE_RATE
 from mbsnet.atomic import atomic_path
 from mbsnet.errors import one_line
 
@@ -223,19 +225,50 @@ def write_audio(
         raise ValueError(f"expected audio shaped (channels, samples), got shape {x.shape}")
     fmt = format or _format_from_suffix(path)
     sub = subtype or (sf.default_subtype(fmt) if fmt else None)
-    clipped = 0
-    if sub is None or sub.upper() not in FLOAT_SUBTYPES:
-        clipped = int(np.count_nonzero(np.abs(x) > 1.0))
-        if clipped:
-            x = np.clip(x, -1.0, 1.0)
+    x, clipped = _clip_for(x, sub)
     try:
         with atomic_path(path) as tmp:
-            sf.write(str(tmp), np.ascontiguousarray(x.T), samplerate, subtype=sub, format=fmt)
+            sf.write(str(tmp), _encoded(x, sub), samplerate, subtype=sub, format=fmt)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         raise AudioError(path, f"cannot write ({libsndfile_reason(err)})") from err
     except OSError as err:
         raise AudioError(path, f"cannot write ({err.strerror or err})") from err
     return clipped
+
+
+def _clip_for(x: np.ndarray, subtype: str | None) -> tuple[np.ndarray, int]:
+    """`x` clipped to [-1, 1] for integer subtypes (never wrapped), and how many samples were."""
+    if subtype is not None and subtype.upper() in FLOAT_SUBTYPES:
+        return x, 0
+    clipped = int(np.count_nonzero(np.abs(x) > 1.0))
+    return (np.clip(x, -1.0, 1.0) if clipped else x), clipped
+
+
+def _encoded(x: np.ndarray, subtype: str | None) -> np.ndarray:
+    """(N, C) samples to hand to libsndfile: 16-bit PCM rounded to nearest here.
+
+    libsndfile turns float into 16-bit PCM by flooring (measured: 5.6 and 5.999 LSB are
+    written as 5, -5.001 as -6), a bias of half a step; rounding ourselves keeps a file that
+    was read as float and written back unchanged.
+    """
+    if subtype is not None and subtype.upper() == "PCM_16":
+        return np.clip(np.rint(x.T * 32768.0), -32768, 32767).astype(np.int16)
+    return np.ascontiguousarray(x.T)
+
+
+def as_written(x: np.ndarray, subtype: str, format: str) -> np.ndarray:
+    """The samples a file written by `write_audio` with this format and subtype reads back as.
+
+    Clipping and quantization exactly as the file would hold them (written to memory with
+    libsndfile and read back), so a score of this array is the score of that file.
+
+    Shape: (C, N) float32 -> (C, N) float32.
+    """
+    x, _ = _clip_for(np.asarray(x, dtype=np.float32), subtype)
+    buffer = io.BytesIO()
+    sf.write(buffer, _encoded(x, subtype), SAMPLE_RATE, subtype=subtype, format=format)
+    buffer.seek(0)
+    return sf.read(buffer, dtype="float32", always_2d=True)[0].T
 
 
 def _format_from_suffix(path: Path) -> str | None:

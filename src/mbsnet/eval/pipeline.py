@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mbsnet import SAMPLE_RATE
-from mbsnet.audio import AudioError, read_audio, resample
+from mbsnet.audio import AudioError, as_written, read_audio, resample
 from mbsnet.enhance.backend import as_backend, is_out_of_memory, is_torch_module
 from mbsnet.enhance.chunking import enhance_array
 from mbsnet.eval.metrics import EXTENDED_METRICS, METRICS, MetricResult, compute_metrics
@@ -93,8 +93,12 @@ class ModelSource:
     """A model run on the whole file (chunked only above `max_seconds` or after OOM).
 
     `model` is a `mbsnet.enhance.backend.Backend` (e.g. an onnxruntime session) or a PyTorch
-    model, which runs on `device` (default: where it is).
+    model, which runs on `device` (default: where it is). Its output is scored as
+    `mbsnet enhance` would write it: clipped and quantized to the noisy file's format and
+    subtype (`writes_like_enhance`), so eval and enhance agree on the same model.
     """
+
+    writes_like_enhance = True
 
     def __init__(
         self,
@@ -218,7 +222,10 @@ def prepare_pair(
     clean = _to_16k(clean, clean_info.samplerate, allow_resample, "the pair")
     out = source.enhance(pair, noisy)
     row.chunked = out.chunked
-    enhanced = _to_16k(_mono(out.audio, "enhanced"), out.samplerate, allow_resample, "enhanced")
+    audio = out.audio
+    if getattr(source, "writes_like_enhance", False):
+        audio = as_written(audio, noisy_info.subtype, noisy_info.format)
+    enhanced = _to_16k(_mono(audio, "enhanced"), out.samplerate, allow_resample, "enhanced")
     if enhanced.shape != noisy.shape:
         raise EvalError(
             f"enhanced has {enhanced.shape[-1]} samples at 16 kHz, noisy {noisy.shape[-1]}"
