@@ -227,3 +227,20 @@ def test_digital_silence_fix_leaves_other_files_alone(shared_data, name):
     assert np.isnan(frames.llr).any()  # they have silent frames too, all within the 5 % trim
     assert trimmed_mean(frames.llr) == _reference_trim(frames.llr)
     assert trimmed_mean(frames.wss) == _reference_trim(frames.wss)
+
+
+def test_float_scale_floor_reproduces_the_documented_csig_shift(shared_data, monkeypatch):
+    """p232_023: CSIG 2.612 as published (int16 convention); with the band-energy floor where
+    the reference port puts it for float [-1, 1] input it becomes 2.743 (the figure quoted in
+    composite.py's docstring and the README)."""
+    import mbsnet.eval.composite as composite
+    from mbsnet.eval.metrics import pesq_wb
+
+    folder = shared_data / "vbd_test25"
+    clean, _ = sf.read(folder / "clean" / "p232_023.wav", dtype="float64")
+    noisy, _ = sf.read(folder / "noisy" / "p232_023.wav", dtype="float64")
+    pesq = pesq_wb(clean, noisy)
+    assert composite_metrics(clean, noisy, pesq)["csig"] == pytest.approx(2.612, abs=5e-4)
+    # float input: the port divides by 32768 once more, so its floor sits 32768**2 higher
+    monkeypatch.setattr(composite, "_WSS_FLOOR", composite._WSS_FLOOR * composite.INT16_SCALE**2)
+    assert composite_metrics(clean, noisy, pesq)["csig"] == pytest.approx(2.743, abs=5e-4)

@@ -38,7 +38,7 @@ RETRY_CHUNK_SECONDS = 10.0
 CHUNK_OVERLAP_SECONDS = 1.0
 RESAMPLE_WARNING = (
     "audio not at 16 kHz was resampled with soxr: these scores are NOT comparable to published "
-    "tables (resampling alone moved one published model's PESQ from 3.50 to 3.00)"
+    "tables (resampling changes PESQ by itself)"
 )
 
 
