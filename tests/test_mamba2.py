@@ -219,8 +219,12 @@ def fake_fused_kernel(
     return (y.reshape(b, length, dim) * rmsnorm_weight) @ outproj_weight.T
 
 
-def test_fused_call_passes_this_modules_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Route forward to a fake fused kernel; it must see the same layer as the torch path."""
+def test_fused_call_argument_mapping_against_a_stand_in_kernel_written_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the mapping of this module's parameters onto mamba_ssm's call signature is checked,
+    against a stand-in written here from the kernel's documented semantics; the real fused
+    kernel runs only on a CUDA machine with mamba_ssm (not in CI)."""
     model = Mamba2(24, d_state=4, d_conv=3, headdim=12, ngroups=2, chunk_size=8).double()
     u = torch.randn(2, 19, 24, dtype=torch.float64)
     monkeypatch.setenv(KERNEL_ENV, "torch")
