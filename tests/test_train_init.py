@@ -133,3 +133,29 @@ def test_damaged_latest_names_the_newest_intact_checkpoint(data_dir, tmp_path): 
     assert a["extra"]["train"]["progress"]["step"] == 5
     for key, value in b["state_dict"].items():
         assert torch.equal(value, a["state_dict"][key]), key
+
+
+def test_each_rank_resumes_its_own_random_streams(tmp_path, monkeypatch):
+    """Under DDP every rank's RNG state is saved; a resume restores rank k's to rank k."""
+    from mbsnet import distrib
+    from mbsnet.train import state
+
+    model = create_model("mbsnet", preset_config("tiny"))
+    optimizer = torch.optim.AdamW(model.parameters())
+    states = []
+    for seed in (10, 11):  # what ranks 0 and 1 hold at the save
+        torch.manual_seed(seed)
+        states.append(state.rng_state())
+    path = tmp_path / "latest.pt"
+    state.save_train_state(path, model, optimizer, state.Progress(), {}, rank_rngs=states)
+    ckpt = state.read_train_state(path)
+    want = {}
+    for rank, seed in ((0, 10), (1, 11)):
+        torch.manual_seed(seed)
+        want[rank] = torch.rand(3)
+    monkeypatch.setattr(distrib, "world_size", lambda: 2)
+    for rank in (1, 0):
+        monkeypatch.setattr(distrib, "rank", lambda rank=rank: rank)
+        torch.manual_seed(999)
+        state.restore_train_state(ckpt, path, model, optimizer)
+        assert torch.equal(torch.rand(3), want[rank]), rank

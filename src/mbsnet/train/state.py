@@ -70,6 +70,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _own_rng(train: dict[str, Any]) -> dict[str, Any]:
+    """This rank's saved RNG state; rank 0's for states saved by another process count."""
+    from mbsnet import distrib
+
+    per_rank = train.get("rng_per_rank") or [train["rng"]]
+    rank = distrib.rank()
+    return per_rank[rank] if len(per_rank) == distrib.world_size() else per_rank[0]
+
+
 def save_train_state(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -79,8 +88,14 @@ def save_train_state(
     disc: nn.Module | None = None,
     disc_optimizer: torch.optim.Optimizer | None = None,
     scaler: Any = None,
+    rank_rngs: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Write everything needed to continue training at the next batch, atomically."""
+    """Write everything needed to continue training at the next batch, atomically.
+
+    `rank_rngs`: every process's `rng_state()` in rank order (under DDP each rank draws its
+    own random numbers, CUDA's included); None: this process's only.
+    """
+    rank_rngs = rank_rngs or [rng_state()]
     train = {
         "kind": STATE_KIND,
         "version": STATE_VERSION,
@@ -91,7 +106,8 @@ def save_train_state(
         "disc": disc.state_dict() if disc is not None else None,
         "disc_optimizer": disc_optimizer.state_dict() if disc_optimizer is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
+        "rng": rank_rngs[0],
+        "rng_per_rank": rank_rngs,
     }
     save_checkpoint(path, model, extra={"train": train})
 
@@ -142,5 +158,5 @@ def restore_train_state(
         disc_optimizer.load_state_dict(train["disc_optimizer"])
     if scaler is not None and train["scaler"] is not None:
         scaler.load_state_dict(train["scaler"])
-    set_rng_state(train["rng"])
+    set_rng_state(_own_rng(train))
     return Progress(**train["progress"])

@@ -26,7 +26,7 @@ from mbsnet.train.config import ConfigError, TrainConfig, model_config
 from mbsnet.train.data import collate_fixed
 from mbsnet.train.pesq_targets import PesqPool, PesqPoolError, denormalize_pesq
 from mbsnet.train.plot import RunFiles
-from mbsnet.train.state import Progress, save_train_state
+from mbsnet.train.state import Progress, rng_state, save_train_state
 
 LOGGER_NAME = "mbsnet.train"
 
@@ -426,14 +426,18 @@ def save_latest(run: Run, *also: Path) -> None:
 
 
 def save_to(run: Run, *paths: Path) -> None:
-    """Rank 0: write the full training state to each path (atomic writes)."""
+    """Write the full training state to each path (atomic writes; rank 0 writes).
+
+    Every rank calls it: each one's RNG state is gathered, so a resume restores each rank's own.
+    """
+    rank_rngs = distrib.all_gather(rng_state())
     if not run.main:
         return
     run.ckpt_dir.mkdir(parents=True, exist_ok=True)
     for path in paths:
         save_train_state(
             path, run.model, run.optimizer, run.progress, run.cfg.to_dict(), run.disc,
-            run.disc_optimizer,
+            run.disc_optimizer, rank_rngs=rank_rngs,
         )  # fmt: skip
 
 
