@@ -39,8 +39,8 @@ def test_info_json_matches_model():
     assert info["macs_per_second"] > 0
 
 
-def test_info_table_default_preset_is_base():
-    result = run("info")
+def test_info_table_of_the_base_preset():
+    result = run("info", "--preset", "base")
     assert result.exit_code == 0, result.output
     total = count_parameters(create_model("mbsnet", preset_config("base")))
     assert "preset base" in result.output

@@ -85,7 +85,7 @@ def test_summary_json_shape(noisy_run):
 def test_enhanced_dir_and_extended(shared_data, tmp_path):
     test_dir = copy_pairs(shared_data, tmp_path / "set", ("p257_022", "p232_006"), enhanced=True)
     out = tmp_path / "out"
-    result = run("--noisy", "--noisy-dir", test_dir / "noisy", "--clean-dir", test_dir / "clean",
+    result = run("--noisy-dir", test_dir / "noisy", "--clean-dir", test_dir / "clean",
                  "--enhanced-dir", test_dir / "enhanced", "--out", out, "--workers", 0,
                  "--extended", "--quiet")
     assert result.exit_code == 0, result.output

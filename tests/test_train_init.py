@@ -159,3 +159,47 @@ def test_each_rank_resumes_its_own_random_streams(tmp_path, monkeypatch):
         torch.manual_seed(999)
         state.restore_train_state(ckpt, path, model, optimizer)
         assert torch.equal(torch.rand(3), want[rank]), rank
+
+
+_LOADER_SIGNAL_SCRIPT = """
+import os, signal, sys, time
+import torch
+from mbsnet.train.trainer import loader
+
+
+class Items(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        time.sleep(0.2)
+        return torch.zeros(4), torch.zeros(4), 4
+
+
+def main():
+    caught = []
+    signal.signal(signal.SIGTERM, lambda *_: caught.append("TERM"))  # as the trainer's StopFlag
+    batches = [[i] for i in range(8)]
+    seen = 0
+    for i, _ in enumerate(loader(Items(), batches, workers=2)):
+        if i == 1:
+            os.killpg(0, signal.SIGTERM)  # a scheduler's SIGTERM reaches every process
+        seen += 1
+    print(caught, seen)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_loader_workers_survive_a_signal_to_the_whole_process_group(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "loader_signal.py"
+    script.write_text(_LOADER_SIGNAL_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, start_new_session=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "['TERM'] 8"

@@ -22,6 +22,7 @@ from torch import nn
 from mbsnet import distrib
 from mbsnet.models import count_parameters, create_model, set_memory_saving
 from mbsnet.models.discriminator import create_discriminator
+from mbsnet.train._pesq_worker import ignore_stop_signals
 from mbsnet.train.config import ConfigError, TrainConfig, model_config
 from mbsnet.train.data import collate_fixed
 from mbsnet.train.pesq_targets import PesqPool, PesqPoolError, denormalize_pesq
@@ -82,14 +83,24 @@ def epoch_batches(
 
 
 def loader(dataset: Any, batches: list[Any], workers: int) -> torch.utils.data.DataLoader:
-    """A DataLoader over explicit batches; its own generator leaves the global RNG alone."""
+    """A DataLoader over explicit batches; its own generator leaves the global RNG alone.
+
+    Its workers ignore SIGINT/SIGTERM like the PESQ workers: a signal to the whole process
+    group (Ctrl-C, a scheduler's SIGTERM) would otherwise kill them, and the run would crash
+    instead of saving at the next step.
+    """
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=batches,
         num_workers=workers,
         collate_fn=collate_fixed,
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_ignore_stop_signals if workers else None,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    ignore_stop_signals()
 
 
 def _collect_pesq(pool: PesqPool, pair: tuple[torch.Tensor, torch.Tensor], handle: Any) -> list:
