@@ -137,8 +137,9 @@ def _vbd_noise(shared: Path, out: Path, rows: list[dict]) -> None:
         name = f"generated__vbd_train6_noise__{noisy_path.stem}.flac"
         _write(out / "noise" / name, noise)
         rel = f"vbd_train6/{{noisy,clean}}/{noisy_path.name}"
-        rows.append(_row("noise", "derived", "DEMAND (noisy - clean, corr %.3f)" % corr,
-                         noise.size / SR, FOLDER_LICENCES["vbd_train6"], rel))  # fmt: skip
+        note = f"DEMAND (noisy - clean, corr {corr:.3f})"
+        rows.append(_row("noise", "derived", note, noise.size / SR,
+                         FOLDER_LICENCES["vbd_train6"], rel))  # fmt: skip
 
 
 def _babble(shared: Path, out: Path, rows: list[dict], rng: np.random.Generator) -> None:
@@ -152,8 +153,9 @@ def _babble(shared: Path, out: Path, rows: list[dict], rng: np.random.Generator)
             start = int(rng.integers(0, clip.size))
             mix += np.roll(np.resize(clip, n), -start) * 10 ** (rng.uniform(-6, 0) / 20)
         _write(out / "noise" / f"generated__babble_{i:02d}.flac", mix)
-        rows.append(_row("noise", "generated", "babble (LibriSpeech test-other talkers)",
-                         GENERATED_SECONDS, "CC BY 4.0", "speech/librispeech/test-other"))  # fmt: skip
+        note = "babble (LibriSpeech test-other talkers)"
+        rows.append(_row("noise", "generated", note, GENERATED_SECONDS, "CC BY 4.0",
+                         "speech/librispeech/test-other"))  # fmt: skip
 
 
 def _stationary(out: Path, rows: list[dict], rng: np.random.Generator) -> None:
@@ -191,7 +193,7 @@ def _rooms(shared: Path, out: Path, rows: list[dict], rng: np.random.Generator) 
         room.compute_rir()
         rir = np.asarray(room.rir[0][0])
         _write(out / "rir" / f"generated__room_{i:02d}.flac", rir)
-        note = "simulated room %.1fx%.1fx%.1f m, RT60 %.2f s" % (*dims, rt60)
+        note = f"simulated room {dims[0]:.1f}x{dims[1]:.1f}x{dims[2]:.1f} m, RT60 {rt60:.2f} s"
         rows.append(_row("rir", "generated", note, rir.size / SR, "CC0 (generated)",
                          f"pyroomacoustics {pra.__version__}"))  # fmt: skip
 
