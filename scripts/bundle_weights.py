@@ -11,10 +11,9 @@ config) and the source file's sha256. No optimizer, discriminator or RNG state.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
-from mbsnet.checkpoint import model_from_checkpoint, save_checkpoint
+from mbsnet.checkpoint import file_sha256, model_from_checkpoint, save_checkpoint
 from mbsnet.train.state import read_train_state
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "mbsnet" / "weights" / "default.pt"
@@ -34,7 +33,7 @@ def main() -> None:
         "valid_pesq": progress["best_pesq"],
         "noisy_pesq": progress.get("noisy_pesq", float("nan")),
         "config": train["config"],
-        "source_sha256": hashlib.sha256(args.checkpoint.read_bytes()).hexdigest(),
+        "source_sha256": file_sha256(args.checkpoint),
     }
     save_checkpoint(args.output, model_from_checkpoint(ckpt), extra={"trained": trained})
     size = args.output.stat().st_size / 2**20

@@ -7,6 +7,7 @@ model classes are refactored, as long as `arch` and `config` still mean the same
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,6 +47,15 @@ def _show_keys(keys: Any) -> str:
     shown = ", ".join(keys[:_MAX_KEYS_SHOWN])
     more = len(keys) - _MAX_KEYS_SHOWN
     return shown + (f", ... ({more} more)" if more > 0 else "") if keys else "none"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes (how exports and fine-tuning runs name their source)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_checkpoint(

@@ -12,7 +12,7 @@ import numpy as np
 import mbsnet
 from mbsnet.atomic import atomic_path
 from mbsnet.audio import AudioError
-from mbsnet.checkpoint import CheckpointError, model_from_checkpoint
+from mbsnet.checkpoint import CheckpointError, file_sha256, model_from_checkpoint
 from mbsnet.enhance.torch_backend import TorchBackend
 from mbsnet.export.common import DEFAULT_OPSET, MIN_SNR_DB, ExportError
 from mbsnet.export.fp16 import to_float16
@@ -26,7 +26,6 @@ from mbsnet.export.parity import (
 )
 from mbsnet.export.runtime import OnnxBackend, RuntimeSetupError
 from mbsnet.export.writer import (
-    file_sha256,
     finish_graph,
     graph_metadata,
     record_graph,

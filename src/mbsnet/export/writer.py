@@ -12,12 +12,9 @@ opset 18 when asked for 17 (../shared/FACTS.md); `record_graph` checks the opset
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
-import os
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,15 +38,6 @@ _DYNAMIC_AXES = {
     "reference": {0: "batch", 1: "ref_samples"},
     OUTPUT_NAME: {0: "batch", 1: "samples"},
 }
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _first_line(err: BaseException) -> str:

@@ -8,8 +8,6 @@ different model are an error rather than a silent override.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from pathlib import Path
 from typing import Any
 
 from mbsnet.train.config import ModelSection, TrainConfig, model_config
@@ -19,14 +17,6 @@ __all__ = ["InitError", "apply_init"]
 
 class InitError(ValueError):
     """The --init checkpoint cannot start this run (one-line message)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _asked_model(cfg: TrainConfig) -> tuple[str, dict[str, Any]] | None:
@@ -49,7 +39,12 @@ def apply_init(cfg: TrainConfig) -> tuple[dict[str, Any], str]:
         InitError: no such checkpoint, unreadable or foreign, or model.* settings that ask for
             another architecture or config than the checkpoint holds.
     """
-    from mbsnet.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from mbsnet.checkpoint import (
+        CheckpointError,
+        file_sha256,
+        load_checkpoint,
+        model_from_checkpoint,
+    )
     from mbsnet.weights import resolve_checkpoint
 
     try:
@@ -68,5 +63,5 @@ def apply_init(cfg: TrainConfig) -> tuple[dict[str, Any], str]:
             f"({what}); drop the model settings: --init takes the model from the checkpoint"
         )
     cfg.model = ModelSection(arch=arch, preset="", params=config, init=cfg.model.init)
-    note = f"weights from {path} (sha256 {_sha256(path)[:12]}); fresh optimizer and schedule"
+    note = f"weights from {path} (sha256 {file_sha256(path)[:12]}); fresh optimizer and schedule"
     return model.state_dict(), note
