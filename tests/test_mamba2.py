@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mbsnet.models import mamba2
+from mbsnet.models import PRESETS, mamba2
 from mbsnet.models.mamba2 import KERNEL_ENV, Mamba2, resolve_kernel
+from mbsnet.models.mbsnet import MBSNet
 from mbsnet.models.ssd import ssd_reference
 
 CONFIGS = [
@@ -198,13 +199,23 @@ def fake_fused_kernel(
     zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, *, seq_idx, activation,
     rmsnorm_weight, rmsnorm_eps, outproj_weight, outproj_bias, headdim, ngroups, norm_before_gate,
 ):  # fmt: skip
-    """mamba_split_conv1d_scan_combined's documented semantics, written on the recurrence."""
+    """mamba_split_conv1d_scan_combined's documented semantics, written on the recurrence.
+
+    Like the real kernel, it reads 2·d_nonssm leading channels as a SwiGLU branch whose output
+    goes through out_proj before the SSM's, and it refuses the strides that causal-conv1d's
+    channel-last path refuses (row stride of zxbcdt, and the conv width, off a multiple of 8).
+    """
     assert seq_idx is None and activation == "silu" and outproj_bias is None
     assert not norm_before_gate and conv1d_weight.dim() == 2
+    assert zxbcdt.stride(1) % mamba2.FUSED_WIDTH_MULTIPLE == 0, "x.stride(2) not a multiple of 8"
+    assert conv1d_weight.shape[0] % mamba2.FUSED_WIDTH_MULTIPLE == 0, "dxBC stride"
     nheads = D.shape[0]
     dim = nheads * headdim
     dstate = (conv1d_weight.shape[0] - dim) // ngroups // 2
-    z, xbc, dt = zxbcdt.split([dim, dim + 2 * ngroups * dstate, nheads], dim=-1)
+    d_nonssm = (zxbcdt.shape[-1] - 2 * dim - 2 * ngroups * dstate - nheads) // 2
+    zx0, z, xbc, dt = zxbcdt.split(
+        [2 * d_nonssm, dim, dim + 2 * ngroups * dstate, nheads], dim=-1
+    )
     width = conv1d_weight.shape[1]
     padded = F.pad(xbc.transpose(1, 2), (width - 1, 0))
     xbc = F.silu(F.conv1d(padded, conv1d_weight[:, None], conv1d_bias, groups=xbc.shape[-1]))
@@ -216,22 +227,56 @@ def fake_fused_kernel(
     y = (ssd_reference(x, dt, A, B, C) + D[:, None] * x).reshape(b, length, dim) * F.silu(z)
     y = y.reshape(b, length, ngroups, -1)
     y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + rmsnorm_eps)
-    return (y.reshape(b, length, dim) * rmsnorm_weight) @ outproj_weight.T
+    z0, x0 = zx0.chunk(2, dim=-1)
+    out = torch.cat([F.silu(z0) * x0, y.reshape(b, length, dim) * rmsnorm_weight], dim=-1)
+    return out @ outproj_weight.T
 
 
+@pytest.mark.parametrize(
+    "width", [dict(d_model=24, d_state=4, headdim=12, ngroups=2), dict(d_model=32, headdim=16)]
+)
 def test_fused_call_argument_mapping_against_a_stand_in_kernel_written_here(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, width: dict
 ) -> None:
-    """Only the mapping of this module's parameters onto mamba_ssm's call signature is checked,
-    against a stand-in written here from the kernel's documented semantics; the real fused
-    kernel runs only on a CUDA machine with mamba_ssm (not in CI)."""
-    model = Mamba2(24, d_state=4, d_conv=3, headdim=12, ngroups=2, chunk_size=8).double()
-    u = torch.randn(2, 19, 24, dtype=torch.float64)
+    """Only the mapping of this module's parameters onto mamba_ssm's call signature (with the
+    zero channels that align its strides) is checked, against a stand-in written here from the
+    kernel's documented semantics; the real fused kernel runs only on a CUDA machine with
+    mamba_ssm (not in CI). The second width is tiny's (in_proj 98, padded to 104)."""
+    model = Mamba2(**width, d_conv=3, expand=1, chunk_size=8).double()
+    assert model.fused_padding is not None
+    u = torch.randn(2, 19, model.d_model, dtype=torch.float64, requires_grad=True)
     monkeypatch.setenv(KERNEL_ENV, "torch")
     want = model(u)
+    (want_grad,) = torch.autograd.grad(want.square().sum(), model.in_proj.weight)
     monkeypatch.setattr(mamba2, "resolve_kernel", lambda device: "mamba_ssm")
     monkeypatch.setattr(mamba2, "_import_fused_kernel", lambda: (fake_fused_kernel, ""))
-    torch.testing.assert_close(model(u), want)
+    got = model(u)
+    torch.testing.assert_close(got, want)
+    (got_grad,) = torch.autograd.grad(got.square().sum(), model.in_proj.weight)
+    torch.testing.assert_close(got_grad, want_grad)
+
+
+def test_every_preset_aligns_for_the_fused_kernel() -> None:
+    for name, config in PRESETS.items():
+        layer = MBSNet(config).encoder[0].time_forward
+        pad = layer.fused_padding
+        assert pad is not None, name
+        assert (layer.in_proj.out_features + pad) % mamba2.FUSED_WIDTH_MULTIPLE == 0, name
+
+
+def test_unalignable_width_is_refused_when_the_fused_kernel_is_forced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = Mamba2(32, d_state=16, expand=1, headdim=32)  # one head: in_proj 97, odd
+    assert model.fused_padding is None
+    monkeypatch.setattr(mamba2, "resolve_kernel", lambda device: "mamba_ssm")
+    monkeypatch.setattr(mamba2, "_import_fused_kernel", lambda: (fake_fused_kernel, ""))
+    monkeypatch.setenv(KERNEL_ENV, "mamba_ssm")
+    with pytest.raises(RuntimeError, match="cannot be aligned"):
+        model(torch.randn(1, 5, 32))
+    monkeypatch.setenv(KERNEL_ENV, "auto")
+    with pytest.warns(UserWarning, match="PyTorch path"):
+        assert model(torch.randn(1, 5, 32)).shape == (1, 5, 32)
 
 
 def test_onnx_export_dynamic_batch_and_time(torch_kernel: None) -> None:

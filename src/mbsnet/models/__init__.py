@@ -20,9 +20,11 @@ ARCHS: dict[str, tuple[type[nn.Module], type]] = {
 # Shapes chosen by measurement (benchmarks/bench_model.py): on a 2-core CPU, time is bound by
 # memory traffic of the layer's element-wise work, which scales with d_inner = expand * d_model,
 # so expand=1 with more depth beats expand=2 at equal speed. Chunk sizes are the measured best.
+# Every preset has an even number of heads, so mamba_ssm's fused kernel gets aligned strides
+# (`mamba2.fused_padding`); tiny uses headdim 16 (2 heads) for that.
 PRESETS: dict[str, MBSNetConfig] = {
     "tiny": MBSNetConfig(
-        d_model=32, n_layers=3, expand=1, headdim=32, chunk_size=16, mask_hidden=8
+        d_model=32, n_layers=3, expand=1, headdim=16, chunk_size=16, mask_hidden=8
     ),
     "base": MBSNetConfig(
         d_model=64, n_layers=5, expand=1, headdim=32, chunk_size=32, mask_hidden=32

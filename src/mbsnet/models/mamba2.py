@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -36,6 +37,9 @@ KERNEL_CHOICES = ("auto", "torch", "mamba_ssm")
 # tuned for. The chunk size changes speed only (results agree to rounding), so the CPU-tuned
 # `chunk_size` of the PyTorch path is not reused there.
 FUSED_CHUNK_SIZE = 256
+FUSED_WIDTH_MULTIPLE = 8
+"""causal-conv1d's channel-last path (used inside the fused kernel, forward and backward) needs
+the row stride of in_proj's output, and of the conv channels, to be a multiple of this."""
 
 
 @functools.cache
@@ -77,6 +81,21 @@ def resolve_kernel(device: torch.device | str) -> str:
             f"--no-build-isolation`, or set {KERNEL_ENV}=torch (or auto) for the PyTorch path."
         )
     return "torch"
+
+
+def fused_padding(d_in_proj: int, conv_dim: int) -> int | None:
+    """Zero channels to put in front of in_proj's output for the fused kernel, or None.
+
+    The fused kernel reads 2·d_nonssm leading channels as a SwiGLU branch silu(z0)·x0 whose
+    output goes through out_proj beside the SSM's (upstream Mamba2's `d_mlp`). Zero rows there
+    and zero columns in out_proj add exactly nothing, and they widen the row stride to a multiple
+    of FUSED_WIDTH_MULTIPLE. That only works for an even pad, so an odd width (an odd number of
+    heads) or a conv width off the multiple cannot be aligned: None.
+    """
+    pad = -d_in_proj % FUSED_WIDTH_MULTIPLE
+    if pad % 2 or conv_dim % FUSED_WIDTH_MULTIPLE:
+        return None
+    return pad
 
 
 def _exporting() -> bool:
@@ -153,6 +172,7 @@ class Mamba2(nn.Module):
             raise ValueError(f"nheads={self.nheads} is not a multiple of {ngroups=}")
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         d_in_proj = self.d_inner + self.conv_dim + self.nheads
+        self.fused_padding = fused_padding(d_in_proj, self.conv_dim)
 
         self.in_proj = nn.Linear(d_model, d_in_proj, bias=False)
         self.conv1d = nn.Conv1d(
@@ -171,7 +191,23 @@ class Mamba2(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         if not _exporting() and resolve_kernel(u.device) == "mamba_ssm":
-            return self._fused_forward(u)
+            if self.fused_padding is not None:
+                return self._fused_forward(u)
+            if kernel_setting() != "mamba_ssm":
+                warnings.warn(
+                    f"Mamba2 widths (in_proj {self.in_proj.out_features}, conv {self.conv_dim}) "
+                    f"cannot be aligned to {FUSED_WIDTH_MULTIPLE} for mamba_ssm's fused kernel; "
+                    "running the PyTorch path",
+                    stacklevel=2,
+                )
+            else:
+                raise RuntimeError(
+                    f"{KERNEL_ENV}=mamba_ssm, but this layer's widths (in_proj "
+                    f"{self.in_proj.out_features}, conv {self.conv_dim}) cannot be aligned to "
+                    f"{FUSED_WIDTH_MULTIPLE} for the fused kernel; use an even number of heads "
+                    f"(expand*d_model/headdim) and a conv width (d_inner + 2*ngroups*d_state) "
+                    f"divisible by {FUSED_WIDTH_MULTIPLE}, or set {KERNEL_ENV}=torch"
+                )
         zxbcdt = self.in_proj(u)
         if self.recompute_mix and torch.is_grad_enabled() and not _exporting():
             # Keep only in_proj's output for backward and recompute conv, scan and gated norm
@@ -242,12 +278,20 @@ class Mamba2(nn.Module):
         (`mamba_split_conv1d_scan_combined`, keyword names from its signature). Only exercised
         on a CUDA machine with mamba_ssm installed; CPU tests cover the switch, not this call.
 
+        in_proj's output is widened by `fused_padding` zero channels (see `fused_padding`), so
+        the kernel's strides are aligned whatever the preset; the result is unchanged.
+
         Shape: u (B, L, d_model) -> (B, L, d_model).
         """
         kernel, _ = _import_fused_kernel()
         assert kernel is not None  # resolve_kernel chose this path only if it imported
+        pad = self.fused_padding or 0
+        in_weight, out_weight = self.in_proj.weight, self.out_proj.weight
+        if pad:
+            in_weight = torch.cat([in_weight.new_zeros(pad, self.d_model), in_weight])
+            out_weight = torch.cat([out_weight.new_zeros(self.d_model, pad // 2), out_weight], 1)
         return kernel(
-            self.in_proj(u),
+            F.linear(u, in_weight),
             self.conv1d.weight.squeeze(1),  # (conv_dim, 1, d_conv) -> (conv_dim, d_conv)
             self.conv1d.bias,
             self.dt_bias,
@@ -258,7 +302,7 @@ class Mamba2(nn.Module):
             activation="silu",
             rmsnorm_weight=self.norm.weight,
             rmsnorm_eps=self.norm.eps,
-            outproj_weight=self.out_proj.weight,
+            outproj_weight=out_weight,
             outproj_bias=None,
             headdim=self.headdim,
             ngroups=self.ngroups,
