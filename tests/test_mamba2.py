@@ -297,3 +297,15 @@ def test_onnx_export_dynamic_batch_and_time(torch_kernel: None) -> None:
         (got,) = session.run(None, {"u": u.numpy()})
         with torch.no_grad():
             torch.testing.assert_close(torch.from_numpy(got), model(u), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_step_by_step_equals_forward(config: dict) -> None:
+    model = Mamba2(**config, chunk_size=8).double()
+    u = torch.randn(3, 21, config["d_model"], dtype=torch.float64)
+    conv, ssm = model.initial_state(3, torch.float64)
+    steps = []
+    for t in range(u.shape[1]):
+        y, conv, ssm = model.step(u[:, t], conv, ssm)
+        steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), model(u), atol=1e-12, rtol=1e-10)

@@ -48,3 +48,13 @@ def test_inverse_matches_torch_istft():
 
 def test_no_state_in_state_dict():
     assert STFT().state_dict() == {}
+
+
+def test_exact_analysis_matches_and_is_the_same_for_one_frame_or_many():
+    stft = STFT(512, 128)
+    padded = torch.randn(2, 128 * 40) * 0.1
+    exact = stft.analyse(padded, exact=True)
+    torch.testing.assert_close(exact, stft.analyse(padded), atol=1e-5, rtol=1e-5)
+    for t in (0, 17, 36):
+        alone = stft.analyse(padded[:, t * 128 : t * 128 + 512], exact=True)
+        assert (alone[..., 0] - exact[..., t]).abs().max() <= 1e-6 * exact.abs().max()

@@ -30,9 +30,21 @@ PRESETS: dict[str, MBSNetConfig] = {
         d_model=64, n_layers=5, expand=1, headdim=32, chunk_size=32, mask_hidden=32
     ),
 }
+# Causal (streamable) twins with forward-only time layers (mbsnet.stream). tiny-causal keeps
+# tiny's shape (the real-time target is per-hop compute); base-causal gets 8 blocks so it keeps
+# about base's number of Mamba layers and its decoder stays within DECODER_SHARE_LIMIT.
+PRESETS["tiny-causal"] = dataclasses.replace(PRESETS["tiny"], bidirectional=False, causal=True)
+PRESETS["base-causal"] = dataclasses.replace(
+    PRESETS["base"], n_layers=8, bidirectional=False, causal=True
+)
 DEFAULT_PRESET = "base"
 
-PARAM_BUDGETS: dict[str, int] = {"tiny": 500_000, "base": 2_300_000}
+PARAM_BUDGETS: dict[str, int] = {
+    "tiny": 500_000,
+    "base": 2_300_000,
+    "tiny-causal": 500_000,
+    "base-causal": 2_300_000,
+}
 """Declared ceilings (targets, not measurements): tests assert every preset stays within its own."""
 
 DECODER_SHARE_LIMIT = 0.25

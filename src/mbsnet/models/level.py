@@ -6,6 +6,9 @@ power of the *active* 20 ms frames: frames within ACTIVE_RANGE_DB of the loudest
 above ACTIVE_FLOOR. Whole-signal RMS would count a file's pauses and a segment's would not, so
 the same speech reached the model at different gains in training and at inference.
 
+Causal models cannot wait for the whole signal: they use `running_mean_square`, the same
+active-power average over the blocks seen so far, updated hop by hop.
+
 Written with tensor ops only (no Python branch on values or lengths), so it traces and exports
 with dynamic batch and length.
 """
@@ -61,3 +64,32 @@ def level_scale(wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torc
     so digital silence gives a finite c (the model's output is then divided by the same c).
     """
     return torch.rsqrt(active_mean_square(wave, lengths).clamp_min(MIN_RMS**2))
+
+
+def running_mean_square(
+    blocks: torch.Tensor, total: torch.Tensor | None = None, count: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Causal level: the mean power of the active blocks seen so far, after each block.
+
+    The causal models' running replacement for `active_mean_square`, which needs the whole
+    signal. A block (one STFT hop of input) is active when its power exceeds ACTIVE_FLOOR; the
+    estimate after block t averages the powers of the active blocks 0..t, and stays at 0 until
+    the first active block. Offline and streaming use this one function: the streamer passes the
+    running `total` and `count` of the blocks before, a whole signal starts from zero.
+
+    Shape: blocks (B, T, hop), total and count (B, 1) -> (mean square (B, T), total (B, 1),
+    count (B, 1)), the last two after block T-1.
+    """
+    power = blocks.pow(2).mean(-1)  # (B, T)
+    active = (power > ACTIVE_FLOOR).to(power.dtype)
+    totals = (power * active).cumsum(-1)
+    counts = active.cumsum(-1)
+    if total is not None and count is not None:
+        totals, counts = totals + total, counts + count
+    mean = totals / counts.clamp_min(1.0)
+    return mean, totals[:, -1:], counts[:, -1:]
+
+
+def running_level_scale(mean_square: torch.Tensor) -> torch.Tensor:
+    """Scale c per block from `running_mean_square`, floored as `level_scale` is. Same shape."""
+    return torch.rsqrt(mean_square.clamp_min(MIN_RMS**2))

@@ -271,6 +271,52 @@ class Mamba2(nn.Module):
             y = y + x * self.D.to(dtype).unsqueeze(-1)
         return y.reshape(batch, length, self.d_inner)
 
+    def initial_state(
+        self, batch: int, dtype: torch.dtype = torch.float32
+    ) -> tuple[Tensor, Tensor]:
+        """The states of `step` before the first step: zeros, on the parameters' device.
+
+        Shapes: conv (batch, d_conv - 1, conv_dim): the last inputs of the causal conv, oldest
+        first; ssm (batch, nheads, headdim, d_state): the scan's state S.
+        """
+        device = self.in_proj.weight.device
+        conv = torch.zeros(batch, self.d_conv - 1, self.conv_dim, dtype=dtype, device=device)
+        ssm = torch.zeros(batch, self.nheads, self.headdim, self.d_state, dtype=dtype)
+        return conv, ssm.to(device)
+
+    def step(
+        self, u: Tensor, conv_state: Tensor, ssm_state: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One time step of `forward`, carrying its history in two states (streaming).
+
+        Feeding a sequence step by step from `initial_state` gives `forward`'s output on it, to
+        rounding: the same projections, the causal conv over the kept inputs, and the scan's
+        recurrence S_t = exp(dt_t A) S_{t-1} + dt_t x_t ⊗ B_t, y_t = S_t · C_t + D x_t.
+
+        Shape: u (batch, d_model), states as `initial_state` -> (y (batch, d_model), conv, ssm).
+        """
+        batch = u.shape[0]
+        z, xbc, dt = torch.split(self.in_proj(u), [self.d_inner, self.conv_dim, self.nheads], -1)
+        window = torch.cat([conv_state, xbc.unsqueeze(1)], dim=1)  # (batch, d_conv, conv_dim)
+        taps = self.conv1d.weight[:, 0, :].t()  # (d_conv, conv_dim), oldest tap first
+        xbc = F.silu((window * taps).sum(1) + self.conv1d.bias)
+        groups_width = self.ngroups * self.d_state
+        x, B, C = torch.split(xbc, [self.d_inner, groups_width, groups_width], dim=-1)
+        dtype = _scan_dtype(x.dtype)
+        repeat = self.nheads // self.ngroups
+        with autocast_off(u.device):
+            x = x.to(dtype).reshape(batch, self.nheads, self.headdim)
+            dt = F.softplus(dt.to(dtype) + self.dt_bias.to(dtype))  # (batch, nheads)
+            decay = torch.exp(dt * -torch.exp(self.A_log.to(dtype)))
+            B = B.to(dtype).reshape(batch, self.ngroups, 1, self.d_state)
+            C = C.to(dtype).reshape(batch, self.ngroups, 1, self.d_state)
+            B = B.expand(-1, -1, repeat, -1).reshape(batch, self.nheads, 1, self.d_state)
+            C = C.expand(-1, -1, repeat, -1).reshape(batch, self.nheads, 1, self.d_state)
+            ssm_state = ssm_state * decay[..., None, None] + (dt[..., None] * x)[..., None] * B
+            y = (ssm_state * C).sum(-1) + x * self.D.to(dtype).unsqueeze(-1)
+        y = self.norm(y.reshape(batch, self.d_inner), z.to(y.dtype)).to(z.dtype)
+        return self.out_proj(y), window[:, 1:], ssm_state
+
     def _fused_forward(self, u: Tensor) -> Tensor:
         """The whole layer after in_proj in mamba_ssm's fused kernel, on this module's parameters.
 

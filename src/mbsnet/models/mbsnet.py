@@ -32,6 +32,18 @@ class MBSNetConfig:
     chunk_size: int = 32
     mixer_hidden: int = 64
     mask_hidden: int = 32
+    causal: bool = False
+    """Causal model (streamable): forward-only time layers, causal framing, running level."""
+    lookahead_frames: int = 0
+    """Causal only: frames of lookahead of the mask (0, 1 or 2; latency grows by one hop each)."""
+
+    def __post_init__(self) -> None:
+        if self.causal and self.bidirectional:
+            raise ValueError("a causal MBS-Net needs bidirectional = false")
+        if self.lookahead_frames not in (0, 1, 2):
+            raise ValueError(f"lookahead_frames must be 0, 1 or 2, got {self.lookahead_frames}")
+        if self.lookahead_frames and not self.causal:
+            raise ValueError("lookahead_frames applies to a causal model only (causal = true)")
 
 
 class BandMixer(nn.Module):
@@ -75,6 +87,20 @@ class EncoderBlock(nn.Module):
         self.time_backward = Mamba2(d, **mamba_args) if config.bidirectional else None
         self.band_norm = nn.LayerNorm(d)
         self.band_mixer = BandMixer(n_bands, config.mixer_hidden)
+
+    def step(
+        self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One frame of a forward-only block (see `Mamba2.step` for the states).
+
+        Shape: h (B, K, D) -> (B, K, D), states of the B*K band sequences updated.
+        """
+        b, k, d = h.shape
+        y, conv_state, ssm_state = self.time_forward.step(
+            self.time_norm(h).reshape(b * k, d), conv_state, ssm_state
+        )
+        h = (h + y.view(b, k, d)).unsqueeze(2)  # (B, K, 1, D) for the band mixer
+        return (h + self.band_mixer(self.band_norm(h))).squeeze(2), conv_state, ssm_state
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, k, t, d = h.shape

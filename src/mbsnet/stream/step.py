@@ -1,0 +1,134 @@
+"""One hop of a causal model with every piece of history as an explicit state tensor.
+
+The same modules and functions as the model's offline forward (`MaskingEnhancer._causal_forward`)
+run here on one frame: the STFT analysis of the last n_fft samples, the running level
+(`running_mean_square`), band split, each block's `step`, the mask decoder, the causal mask taps
+(`filter_taps`) and the overlap-add of the inverse frame. No state is hidden in the module, so
+the step traces to a stateful ONNX graph as it stands.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from mbsnet.models.level import running_level_scale, running_mean_square
+from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer, filter_taps
+
+STATE_NAMES = ("analysis", "level", "taps", "synthesis", "conv", "ssm")
+"""The states, in the order `StreamStep.forward` takes and returns them."""
+
+
+class StreamState(NamedTuple):
+    """Everything a causal model needs to remember between hops (batch first everywhere).
+
+    analysis (B, n_fft - hop): the last input samples, completing the next frame.
+    level (B, 2): summed power and number of the active hops so far (the running level).
+    taps (B, 2, F, 2): the two previous normalized frames, for the causal mask taps.
+    synthesis (B, n_fft - hop): the overlap-add tail that later frames complete.
+    conv (B, layers, bands, d_conv - 1, conv_dim): each Mamba layer's causal-conv inputs.
+    ssm (B, layers, bands, nheads, headdim, d_state): each Mamba layer's scan state.
+    """
+
+    analysis: torch.Tensor
+    level: torch.Tensor
+    taps: torch.Tensor
+    synthesis: torch.Tensor
+    conv: torch.Tensor
+    ssm: torch.Tensor
+
+
+def _check_streamable(model: nn.Module) -> MaskingEnhancer:
+    if not isinstance(model, MaskingEnhancer) or not model.causal:
+        arch = getattr(model, "ARCH", type(model).__name__)
+        raise ValueError(
+            f"{arch} is not a causal model; streaming needs one (a *-causal preset, causal = true)"
+        )
+    if any(not hasattr(block, "step") for block in model.encoder):
+        raise ValueError(f"{model.ARCH}'s blocks cannot run step by step")
+    return model
+
+
+class StreamStep(nn.Module):
+    """``(hop samples, *states) -> (enhanced hop, *new states)`` for a causal model.
+
+    The enhanced hop lags the input by `model.stream_delay` samples: the first
+    stream_delay / hop outputs of a stream belong before its start (`Streamer` drops them).
+    Shape: hop (B, hop) float32 -> (B, hop), states as `StreamState`.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = _check_streamable(model)
+        mamba = self.model.encoder[0].time_forward
+        self.n_layers = len(self.model.encoder)
+        self.n_bands = self.model.layout.n_bands
+        self.conv_shape = (mamba.d_conv - 1, mamba.conv_dim)
+        self.ssm_shape = (mamba.nheads, mamba.headdim, mamba.d_state)
+
+    @property
+    def hop(self) -> int:
+        return self.model.stft.hop
+
+    def initial_state(self, batch: int) -> StreamState:
+        """The states before the first hop: silence everywhere (the offline zero padding)."""
+        stft = self.model.stft
+        history = stft.n_fft - stft.hop
+        device = stft.analysis.device
+        zeros = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
+        layers = (batch, self.n_layers, self.n_bands)
+        return StreamState(
+            analysis=zeros(batch, history),
+            level=zeros(batch, 2),
+            taps=zeros(batch, 2, stft.n_bins, MASK_TAPS - 1),
+            synthesis=zeros(batch, history),
+            conv=zeros(*layers, *self.conv_shape),
+            ssm=zeros(*layers, *self.ssm_shape),
+        )
+
+    def forward(
+        self,
+        hop: torch.Tensor,
+        analysis: torch.Tensor,
+        level: torch.Tensor,
+        taps: torch.Tensor,
+        synthesis: torch.Tensor,
+        conv: torch.Tensor,
+        ssm: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        model, stft = self.model, self.model.stft
+        batch, bands = hop.shape[0], self.n_bands
+        frame = torch.cat([analysis, hop], dim=-1)  # (B, n_fft): the frame ending with `hop`
+        spec = stft.analyse(frame, exact=True)  # (B, 2, F, 1)
+        mean_square, total, count = running_mean_square(
+            hop.unsqueeze(1), level[:, :1], level[:, 1:]
+        )
+        scale = running_level_scale(mean_square)[:, :, None, None]  # (B, 1, 1, 1)
+        normalized = spec * scale
+        h = model.band_split(normalized).squeeze(2)  # (B, K, D)
+        convs, ssms = [], []
+        for index, block in enumerate(model.encoder):
+            h, conv_i, ssm_i = block.step(
+                h,
+                conv[:, index].reshape(batch * bands, *self.conv_shape),
+                ssm[:, index].reshape(batch * bands, *self.ssm_shape),
+            )
+            convs.append(conv_i.reshape(batch, bands, *self.conv_shape))
+            ssms.append(ssm_i.reshape(batch, bands, *self.ssm_shape))
+        mask = model.decoder(h.unsqueeze(2))  # (B, 3, 2, F, 1)
+        window = torch.cat([taps, normalized], dim=-1)  # frames t-2, t-1, t
+        enhanced = filter_taps(window, mask) / scale
+        tail = torch.nn.functional.pad(synthesis, (0, stft.hop))
+        added = stft.synthesize(enhanced) + tail  # (B, n_fft)
+        out = added[:, : stft.hop] / stft.steady_envelope()
+        return (
+            out,
+            frame[:, stft.hop :],
+            torch.cat([total, count], dim=-1),
+            window[..., 1:],
+            added[:, stft.hop :],
+            torch.stack(convs, dim=1),
+            torch.stack(ssms, dim=1),
+        )
