@@ -19,8 +19,11 @@ def main(model_path: str, in_path: str, out_path: str) -> None:
     if len(audio) < int(meta["min_samples"]):
         sys.exit(f"{in_path}: too short, needs {meta['min_samples']} samples")
     wave = np.ascontiguousarray(audio.T)  # channels as the batch
-    # reference: the signal whose level sets the gain (the whole file, here the input itself)
-    (enhanced,) = session.run(["enhanced"], {"wave": wave, "reference": wave})
+    # reference: the signal whose level sets the gain (the whole file, here the input itself);
+    # a causal model's graph has none (it keeps a running level)
+    names = {i.name for i in session.get_inputs()}
+    feeds = {k: v for k, v in {"wave": wave, "reference": wave}.items() if k in names}
+    (enhanced,) = session.run(["enhanced"], feeds)
     subtype = sf.info(in_path).subtype
     if subtype not in ("FLOAT", "DOUBLE"):  # integer formats would wrap, not clip
         enhanced = np.clip(enhanced, -1.0, 1.0)

@@ -15,14 +15,19 @@ class ReferencedModel(nn.Module):
     """A model called as ``(wave, reference) -> enhanced``: the gain comes from `reference`.
 
     The one definition of that call, used by the PyTorch backend and recorded as the ONNX
-    graph by `mbsnet.export`. Shape: wave (B, n), reference (B, N) -> (B, n).
+    graph by `mbsnet.export`. A causal model keeps its own running level (it may not look at
+    the rest of the file), so its reference goes unused. Shape: wave (B, n), reference (B, N)
+    -> (B, n).
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.causal = bool(getattr(model, "causal", False))
 
     def forward(self, wave: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if self.causal:
+            return self.model(wave)
         return self.model(wave, level_scale(reference))
 
 

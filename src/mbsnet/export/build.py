@@ -30,6 +30,7 @@ from mbsnet.export.writer import (
     graph_metadata,
     record_graph,
 )
+from mbsnet.models import count_parameters
 
 BUNDLED_EXAMPLE = Path(mbsnet.__file__).resolve().parents[2] / "examples" / "noisy_p232_005.wav"
 """The repository's example (present in a source checkout, not in a wheel)."""
@@ -126,6 +127,36 @@ def _check(summary: ExportSummary, graph_path: Path, model, example: _Example,
             )
 
 
+def _check_stream(summary: ExportSummary, graph_path: Path, model, example: _Example) -> None:
+    """Stream the example through the graph; raise ExportError if it falls short."""
+    from mbsnet.export.streaming import check_stream_graph
+
+    try:
+        summary.parity = check_stream_graph(graph_path, model, example.wave)
+    except RuntimeSetupError as err:
+        raise ExportError(f"parity check: {err}") from err
+    worst = min(summary.parity, key=lambda r: r.snr_db)
+    if worst.snr_db < MIN_SNR_DB:
+        raise ExportError(
+            f"parity check failed: streamed ONNX vs offline PyTorch {worst.snr_db:.1f} dB at "
+            f"{worst.label} (needs {MIN_SNR_DB:g} dB); nothing written"
+        )
+
+
+def _record(model, checkpoint: Path, opset: int, fp16: bool, streaming: bool):
+    """(graph proto, metadata) of the offline or the streaming graph."""
+    if streaming:
+        from mbsnet.export.streaming import record_stream_graph, stream_metadata
+
+        if fp16:
+            raise ExportError("--fp16 is not available with --streaming (float32 only)")
+        metadata = stream_metadata(model, file_sha256(checkpoint))
+        return record_stream_graph(model, opset), metadata
+    metadata = graph_metadata(model, file_sha256(checkpoint), "float16" if fp16 else "float32")
+    proto = record_graph(model, opset)
+    return (to_float16(proto) if fp16 else proto), metadata
+
+
 def export_checkpoint(
     checkpoint: Path | None,
     output: Path,
@@ -134,9 +165,13 @@ def export_checkpoint(
     fp16: bool = False,
     check: bool = True,
     example: Path | None = None,
+    streaming: bool = False,
     log: Callable[[str], None] = lambda message: None,
 ) -> ExportSummary:
     """Export a checkpoint to one ONNX graph at `output`, checked against PyTorch.
+
+    streaming: the causal model's one-hop step with its states (`mbsnet.export.streaming`)
+    instead of the waveform-to-waveform graph; checked by streaming the example through it.
 
     The file is written beside `output` under a temporary name and renamed into place only
     after the checker and the parity check pass, so a failure leaves an existing file as it
@@ -153,18 +188,19 @@ def export_checkpoint(
         model = model_from_checkpoint(checkpoint, map_location="cpu")
     except CheckpointError as err:
         raise ExportError(str(err)) from None
-    metadata = graph_metadata(model, file_sha256(checkpoint), "float16" if fp16 else "float32")
-    log(f"exporting {metadata['arch']} ({int(metadata['parameters']):,} parameters), opset {opset}")
-    proto = record_graph(model, opset)
-    if fp16:
-        proto = to_float16(proto)
+    kind = "streaming step of " if streaming else ""
+    params = count_parameters(model)
+    log(f"exporting {kind}{model.ARCH} ({params:,} parameters), opset {opset}")
+    proto, metadata = _record(model, checkpoint, opset, fp16, streaming)
     proto = finish_graph(proto, metadata)
     data = proto.SerializeToString()
     summary = ExportSummary(output, metadata, len(data))
     try:
         with atomic_path(output) as tmp:
             tmp.write_bytes(data)
-            if audio is not None:
+            if audio is not None and streaming:
+                _check_stream(summary, tmp, model, audio)
+            elif audio is not None:
                 _check(summary, tmp, model, audio, fp16)
     except OSError as err:
         raise ExportError(f"{output}: cannot write ({err.strerror or err})") from err

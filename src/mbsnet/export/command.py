@@ -23,6 +23,10 @@ reference is the signal whose level sets the gain (wave itself, or the whole fil
 is a chunk). Output: enhanced (batch, samples). Unless --no-check, the written graph runs in
 onnxruntime at several lengths and batch sizes and is compared with PyTorch; a float32 graph
 under {MIN_SNR_DB:g} dB SNR is refused and nothing is written.
+
+--streaming (causal models): instead, the one-hop step as a stateful graph, (hop, states) ->
+(enhanced hop, new states), with the state shapes, hop, delay and latency in its
+metadata_props; the check streams the example through it against the offline model.
 """
 
 
@@ -36,9 +40,12 @@ under {MIN_SNR_DB:g} dB SNR is refused and nothing is written.
     "--example", type=_PATHS,
     help="Audio for the parity check (default: the bundled examples/noisy_p232_005.wav).",
 )
+@click.option(
+    "--streaming", is_flag=True, help="Stateful one-hop graph of a causal model (real time)."
+)
 def export(
     checkpoint: Path | None, output: Path, opset: int, fp16: bool, no_check: bool,
-    example: Path | None,
+    example: Path | None, streaming: bool,
 ) -> None:
     """`mbsnet export` (help text: _HELP, which shows the computed threshold)."""
     from mbsnet.export.build import export_checkpoint
@@ -49,7 +56,7 @@ def export(
     try:
         summary = export_checkpoint(
             checkpoint, output, opset=opset, fp16=fp16, check=not no_check,
-            example=example, log=log,
+            example=example, streaming=streaming, log=log,
         )
     except ExportError as error:
         raise click.ClickException(str(error)) from None
@@ -64,5 +71,10 @@ def export(
         log(f"warning: {line}")
     meta = summary.metadata
     checked = "not checked" if no_check else "checked against PyTorch"
+    if streaming:
+        log(
+            f"  streaming: hop {meta['hop']} samples, output lags by {meta['stream_delay']} "
+            f"samples, algorithmic latency {meta['latency_ms']} ms"
+        )
     click.echo(f"wrote {summary.path} ({meta['precision']}, {summary.size_bytes / 1e6:.2f} MB, "
                f"{checked})")

@@ -146,7 +146,8 @@ class OnnxBackend:
         self.session, self.provider, self.note = opened.session, opened.provider, opened.note
         meta = self.session.get_modelmeta().custom_metadata_map
         names = tuple(i.name for i in self.session.get_inputs())
-        if names != INPUT_NAMES or "min_samples" not in meta:
+        # A causal model's graph has no `reference`: its level is its own running estimate.
+        if names not in (INPUT_NAMES, INPUT_NAMES[:1]) or "min_samples" not in meta:
             raise RuntimeSetupError(
                 f"{self.path}: not a graph written by mbsnet export (inputs {', '.join(names)}; "
                 f"expected {', '.join(INPUT_NAMES)} and mbsnet metadata)"
@@ -156,15 +157,15 @@ class OnnxBackend:
                 f"{self.path}: graph runs at {meta.get('sample_rate')} Hz, not {SAMPLE_RATE}"
             )
         self.metadata = dict(meta)
+        self.uses_reference = names == INPUT_NAMES
         self.min_samples = int(meta["min_samples"])
         self.hop = int(meta["hop"])
         self.description = f"ONNX {meta.get('arch', 'model')} {self.path.name} on {self.provider}"
 
     def __call__(self, wave: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        feeds = {
-            "wave": np.ascontiguousarray(wave, dtype=np.float32),
-            "reference": np.ascontiguousarray(reference, dtype=np.float32),
-        }
+        feeds = {"wave": np.ascontiguousarray(wave, dtype=np.float32)}
+        if self.uses_reference:
+            feeds["reference"] = np.ascontiguousarray(reference, dtype=np.float32)
         try:
             return self.session.run([OUTPUT_NAME], feeds)[0]
         except Exception as error:  # onnxruntime's errors are not RuntimeErrors

@@ -40,7 +40,7 @@ _DYNAMIC_AXES = {
 }
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return (lines[0] if lines else type(err).__name__)[:300]
 
@@ -73,7 +73,7 @@ def record_graph(model: nn.Module, opset: int = DEFAULT_OPSET) -> Any:
                 dynamic_axes=_DYNAMIC_AXES,
             )
     except Exception as err:  # torch raises RuntimeError, SymbolicValueError, ... here
-        raise ExportError(f"cannot export at opset {opset}: {_first_line(err)}") from err
+        raise ExportError(f"cannot export at opset {opset}: {first_line(err)}") from err
     proto = onnx.load_from_string(buffer.getvalue())
     written = graph_opset(proto)
     if written != opset:
@@ -112,5 +112,5 @@ def finish_graph(proto: Any, metadata: dict[str, str]) -> Any:
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
-        raise ExportError(f"onnx.checker rejects the graph: {_first_line(err)}") from err
+        raise ExportError(f"onnx.checker rejects the graph: {first_line(err)}") from err
     return proto

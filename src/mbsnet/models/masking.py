@@ -39,7 +39,7 @@ def filter_taps(padded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     with the two previous frames and the new one.
     Shape: padded (B, 2, F, T + 2), mask (B, 3, 2, F, T) -> (B, 2, F, T).
     """
-    n_frames = mask.shape[-1]
+    n_frames = padded.shape[-1] - (MASK_TAPS - 1)  # not mask's: its T is baked in traces
     shifted = torch.stack([padded[..., tap : tap + n_frames] for tap in range(MASK_TAPS)], dim=1)
     x_re, x_im = shifted[:, :, 0], shifted[:, :, 1]  # (B, 3, F, T)
     m_re, m_im = mask[:, :, 0], mask[:, :, 1]

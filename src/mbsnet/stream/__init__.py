@@ -1,10 +1,23 @@
 """Real-time streaming of causal models: one hop in, one hop out, exactly the offline output.
 
-`StreamStep` is the pure function of one hop (also what `mbsnet export --streaming` records as
-a stateful ONNX graph); `Streamer` feeds it blocks of any size and keeps its states.
+`StreamStep` (torch) is the pure function of one hop, also what `mbsnet export --streaming`
+records as a stateful ONNX graph. `Streamer` (numpy only) feeds blocks of any size to a hop
+runner: a causal PyTorch model, or the streaming graph through onnxruntime.
 """
 
-from mbsnet.stream.step import STATE_NAMES, StreamStep
-from mbsnet.stream.streamer import Streamer
+from __future__ import annotations
 
-__all__ = ["STATE_NAMES", "StreamStep", "Streamer"]
+from typing import Any
+
+from mbsnet.stream.streamer import STATE_NAMES, HopRunner, Streamer
+
+__all__ = ["STATE_NAMES", "HopRunner", "StreamStep", "Streamer"]
+
+
+def __getattr__(name: str) -> Any:
+    # StreamStep needs torch; importing it lazily keeps `Streamer` usable on onnxruntime alone.
+    if name == "StreamStep":
+        from mbsnet.stream.step import StreamStep
+
+        return StreamStep
+    raise AttributeError(f"module 'mbsnet.stream' has no attribute {name!r}")

@@ -16,13 +16,13 @@ from torch import nn
 
 from mbsnet.models.level import running_level_scale, running_mean_square
 from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer, filter_taps
-
-STATE_NAMES = ("analysis", "level", "taps", "synthesis", "conv", "ssm")
-"""The states, in the order `StreamStep.forward` takes and returns them."""
+from mbsnet.stream.streamer import STATE_NAMES
 
 
 class StreamState(NamedTuple):
     """Everything a causal model needs to remember between hops (batch first everywhere).
+
+    Fields in the order of STATE_NAMES:
 
     analysis (B, n_fft - hop): the last input samples, completing the next frame.
     level (B, 2): summed power and number of the active hops so far (the running level).
@@ -68,25 +68,30 @@ class StreamStep(nn.Module):
         self.conv_shape = (mamba.d_conv - 1, mamba.conv_dim)
         self.ssm_shape = (mamba.nheads, mamba.headdim, mamba.d_state)
 
+    def state_shapes(self, batch: int | str = "batch") -> dict[str, tuple]:
+        """Each state's shape, by name (`batch` may be a symbolic name for documentation)."""
+        stft = self.model.stft
+        history = stft.n_fft - stft.hop
+        layers = (batch, self.n_layers, self.n_bands)
+        shapes = (
+            (batch, history),
+            (batch, 2),
+            (batch, 2, stft.n_bins, MASK_TAPS - 1),
+            (batch, history),
+            (*layers, *self.conv_shape),
+            (*layers, *self.ssm_shape),
+        )
+        return dict(zip(STATE_NAMES, shapes, strict=True))
+
     @property
     def hop(self) -> int:
         return self.model.stft.hop
 
     def initial_state(self, batch: int) -> StreamState:
         """The states before the first hop: silence everywhere (the offline zero padding)."""
-        stft = self.model.stft
-        history = stft.n_fft - stft.hop
-        device = stft.analysis.device
-        zeros = lambda *shape: torch.zeros(*shape, device=device)  # noqa: E731
-        layers = (batch, self.n_layers, self.n_bands)
-        return StreamState(
-            analysis=zeros(batch, history),
-            level=zeros(batch, 2),
-            taps=zeros(batch, 2, stft.n_bins, MASK_TAPS - 1),
-            synthesis=zeros(batch, history),
-            conv=zeros(*layers, *self.conv_shape),
-            ssm=zeros(*layers, *self.ssm_shape),
-        )
+        device = self.model.stft.analysis.device
+        shapes = self.state_shapes(batch).values()
+        return StreamState(*(torch.zeros(*shape, device=device) for shape in shapes))
 
     def forward(
         self,

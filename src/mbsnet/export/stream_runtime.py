@@ -1,0 +1,59 @@
+"""A streaming graph (`mbsnet export --streaming`) as a `mbsnet.stream.HopRunner` (no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mbsnet.export.runtime import RuntimeSetupError, create_session
+from mbsnet.stream.streamer import STATE_NAMES
+
+HOP_INPUT = "hop"
+OUTPUT_NAME = "enhanced"
+NEXT_PREFIX = "next_"
+"""Output names of the new states: next_analysis, next_level, ..."""
+
+
+class OnnxHopRunner:
+    """One hop of a streaming graph in onnxruntime; the states are plain float32 arrays.
+
+    The state shapes come from the graph's metadata_props ("states", with "batch" for the
+    number of channels), so only graphs written by `mbsnet export --streaming` are accepted.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], device: str = "auto", threads: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        opened = create_session(self.path, device, threads)
+        self.session, self.provider = opened.session, opened.provider
+        meta = self.session.get_modelmeta().custom_metadata_map
+        names = tuple(i.name for i in self.session.get_inputs())
+        if meta.get("streaming") != "true" or names != (HOP_INPUT, *STATE_NAMES):
+            raise RuntimeSetupError(
+                f"{self.path}: not a streaming graph written by mbsnet export --streaming "
+                f"(inputs {', '.join(names)})"
+            )
+        self.metadata = dict(meta)
+        self.hop = int(meta["hop"])
+        self.delay = int(meta["stream_delay"])
+        self.state_shapes = json.loads(meta["states"])
+        self.output_names = [OUTPUT_NAME, *(NEXT_PREFIX + name for name in STATE_NAMES)]
+        self.description = f"ONNX {meta.get('arch', 'model')} (streaming) on {self.provider}"
+
+    def initial_state(self, channels: int) -> tuple[np.ndarray, ...]:
+        """Zeros of the documented shapes, `batch` = channels."""
+        return tuple(
+            np.zeros([channels if d == "batch" else d for d in self.state_shapes[name]], np.float32)
+            for name in STATE_NAMES
+        )
+
+    def __call__(
+        self, hop: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        feeds = {HOP_INPUT: hop, **dict(zip(STATE_NAMES, state, strict=True))}
+        out, *new_state = self.session.run(self.output_names, feeds)
+        return out, tuple(new_state)

@@ -1,0 +1,116 @@
+"""mbsnet export --streaming: the stateful one-hop graph, its metadata, and the standalone
+streaming example against the offline causal model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+
+from mbsnet.checkpoint import save_checkpoint
+from mbsnet.cli import main
+from mbsnet.export.build import BUNDLED_EXAMPLE
+from mbsnet.models import create_model, preset_config
+from mbsnet.stream import Streamer, StreamStep
+from tests.conftest import REPO_ROOT
+from tests.test_stream import causal_model, snr_db
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from mbsnet.export.stream_runtime import OnnxHopRunner  # noqa: E402
+
+
+def run(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory):
+    """(checkpoint, streaming graph, export output, model): tiny-causal, lookahead 1."""
+    folder = tmp_path_factory.mktemp("stream")
+    model = causal_model(1)
+    ckpt = folder / "causal.pt"
+    save_checkpoint(ckpt, model)
+    graph = folder / "causal_stream.onnx"
+    result = run("export", ckpt, "-o", graph, "--streaming")
+    assert result.exit_code == 0, result.output
+    return ckpt, graph, result.output, model
+
+
+def test_export_reports_parity_and_latency(streamed):
+    _, _, output, model = streamed
+    lines = [line for line in output.splitlines() if "streamed" in line]
+    assert len(lines) >= 3 and all(line.endswith("dB") for line in lines), output
+    assert all(float(line.split(": ")[-1].split()[0]) >= 100.0 for line in lines), output
+    assert f"output lags by {model.stream_delay} samples" in output
+    assert "algorithmic latency 40 ms" in output  # 512 + 1 x 128 samples at 16 kHz
+
+
+def test_metadata_documents_states_and_latency(streamed):
+    _, graph, _, model = streamed
+    proto = onnx.load(str(graph))
+    onnx.checker.check_model(proto)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    shapes = StreamStep(model).state_shapes("batch")
+    assert json.loads(meta["states"]) == {k: list(v) for k, v in shapes.items()}
+    assert int(meta["stream_delay"]) == model.stream_delay
+    assert int(meta["latency_samples"]) == model.latency_samples
+    assert meta["streaming"] == "true" and meta["lookahead_frames"] == "1"
+    names = [i.name for i in proto.graph.input]
+    assert names == ["hop", *shapes]
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for i in proto.graph.input}  # fmt: skip
+    assert all(dims[name][0] == "batch" for name in names)
+    assert dims["hop"][1] == model.stft.hop
+
+
+def test_standalone_streaming_example_equals_the_offline_model(streamed, tmp_path):
+    _, graph, _, model = streamed
+    out = tmp_path / "streamed.wav"
+    script = REPO_ROOT / "examples" / "onnx_stream.py"
+    done = subprocess.run(
+        [sys.executable, script, graph, BUNDLED_EXAMPLE, out],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "hops: median" in done.stdout
+    noisy, _ = sf.read(BUNDLED_EXAMPLE, dtype="float32")
+    with torch.no_grad():
+        want = model(torch.from_numpy(noisy)[None])[0].numpy()
+    got, _ = sf.read(out, dtype="float32")
+    assert got.shape == want.shape and snr_db(want, got) >= 100.0
+    # The same through the runner the library uses.
+    streamer = Streamer(OnnxHopRunner(graph, device="cpu", threads=1))
+    floats = np.concatenate([streamer.push(noisy), streamer.flush()])
+    assert snr_db(want, floats) >= 100.0
+
+
+def test_streaming_refuses_non_causal_and_fp16(streamed, tmp_path):
+    ckpt, *_ = streamed
+    plain = tmp_path / "plain.pt"
+    save_checkpoint(plain, create_model("mbsnet", preset_config("tiny")))
+    result = run("export", plain, "-o", tmp_path / "x.onnx", "--streaming")
+    assert result.exit_code == 1 and "not a causal model" in result.output.splitlines()[-1]
+    result = run("export", ckpt, "-o", tmp_path / "y.onnx", "--streaming", "--fp16")
+    assert result.exit_code == 1 and "--fp16 is not available" in result.output
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
+
+
+def test_offline_graph_of_a_causal_model_has_no_reference(streamed, tmp_path):
+    ckpt, _, _, model = streamed
+    graph = tmp_path / "causal.onnx"
+    result = run("export", ckpt, "-o", graph)
+    assert result.exit_code == 0, result.output
+    assert [i.name for i in onnx.load(str(graph)).graph.input] == ["wave"]
+    out = tmp_path / "offline.wav"
+    script = REPO_ROOT / "examples" / "onnx_enhance.py"
+    subprocess.run([sys.executable, script, graph, BUNDLED_EXAMPLE, out], check=True)
+    noisy, _ = sf.read(BUNDLED_EXAMPLE, dtype="float32")
+    with torch.no_grad():
+        want = model(torch.from_numpy(noisy)[None])[0].numpy()
+    assert snr_db(want, sf.read(out, dtype="float32")[0]) >= 40.0  # 16-bit output file
