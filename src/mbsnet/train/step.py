@@ -43,11 +43,15 @@ def generator_forward(
     module: nn.Module,
     disc: nn.Module | None,
 ) -> tuple[torch.Tensor, Any]:
-    """Forward and loss; `c` scales both the model input and the loss (same level)."""
+    """Forward and loss; `c` scales both the model input and the loss (same level).
+
+    A causal model keeps its own running level (it may not see the rest of the segment), so
+    it gets no `c`; the loss is still computed at the segment's level c.
+    """
     cfg = run.cfg
     c = level_scale(noisy, lengths)
     with torch.autocast(run.device.type, torch.bfloat16, enabled=run.autocast):
-        enhanced = module(noisy, scale=c)
+        enhanced = module(noisy) if run.model.causal else module(noisy, scale=c)
     weights = losses.LossWeights(cfg.loss.ri, cfg.loss.mag, cfg.loss.time, cfg.loss.metric)
     result = losses.generator_loss(
         clean,

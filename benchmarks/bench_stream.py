@@ -1,0 +1,135 @@
+"""Streaming on one CPU thread: per-hop compute of the PyTorch Streamer and the streaming ONNX.
+
+Run: .venv/bin/python benchmarks/bench_stream.py [--presets tiny-causal base-causal]
+                                                  [--seconds 10] [--profile]
+     .venv/bin/python benchmarks/bench_stream.py --quick      (a few seconds: checks it runs)
+
+Every figure comes from this run. Each causal preset (random weights; speed does not depend on
+them) is exported with `mbsnet export --streaming`'s code into a temporary folder; then the
+bundled example (repeated to --seconds) is streamed hop by hop through `mbsnet.stream.Streamer`
+with the PyTorch step and with onnxruntime (intra-op threads 1, torch threads 1), after a
+warm-up of 50 hops. Per hop: median and 99th-percentile compute in ms, RTF (mean compute /
+hop duration) and the share of hops over the real-time budget (one hop: 8 ms at hop 128).
+Targets (issue 10): tiny-causal streaming ONNX RTF <= 0.05 and p99 <= 2 ms (a quarter of the
+hop). --profile adds onnxruntime's profiler on the first preset and prints its top op types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import soundfile as sf
+import torch
+
+from mbsnet import SAMPLE_RATE
+from mbsnet.export.stream_runtime import OnnxHopRunner
+from mbsnet.export.streaming import record_stream_graph, stream_metadata
+from mbsnet.export.writer import finish_graph
+from mbsnet.models import count_parameters, create_model, preset_config
+from mbsnet.stream import Streamer
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "noisy_p232_005.wav"
+TARGET_RTF, TARGET_P99_SHARE = 0.05, 0.25
+WARMUP_HOPS = 50
+
+
+def _audio(seconds: float) -> np.ndarray:
+    wave, rate = sf.read(EXAMPLE, dtype="float32")
+    assert rate == SAMPLE_RATE
+    n = round(seconds * rate)
+    return np.tile(wave, -(-n // wave.size))[:n]
+
+
+def _stream(runner, wave: np.ndarray) -> np.ndarray:
+    """Per-hop compute seconds after the warm-up."""
+    streamer = Streamer(runner)
+    streamer.push(wave[: WARMUP_HOPS * streamer.hop])
+    streamer.flush()
+    streamer.hop_seconds.clear()
+    for start in range(0, wave.size, streamer.hop):
+        streamer.push(wave[start : start + streamer.hop])
+    return np.array(streamer.hop_seconds)
+
+
+def _row(preset: str, runtime: str, seconds: np.ndarray, hop: int) -> dict:
+    budget = hop / SAMPLE_RATE
+    return {
+        "preset": preset,
+        "runtime": runtime,
+        "hops": int(seconds.size),
+        "median_ms": float(np.median(seconds) * 1e3),
+        "p99_ms": float(np.percentile(seconds, 99) * 1e3),
+        "rtf": float(seconds.mean() / budget),
+        "over_budget": float(np.mean(seconds > budget)),
+    }
+
+
+def _profile(path: Path, wave: np.ndarray) -> list[tuple[str, float]]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    runner = OnnxHopRunner(path, device="cpu", threads=1)
+    runner.session = session
+    _stream(runner, wave)
+    trace = json.loads(Path(session.end_profiling()).read_text())
+    by_op: dict[str, float] = defaultdict(float)
+    for event in trace:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            by_op[event["args"]["op_name"]] += event["dur"]
+    total = sum(by_op.values())
+    return sorted(((op, dur / total) for op, dur in by_op.items()), key=lambda x: -x[1])[:8]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny-causal", "base-causal"])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny-causal, 1 s")
+    args = parser.parse_args()
+    presets, seconds = (["tiny-causal"], 1.0) if args.quick else (args.presets, args.seconds)
+    torch.set_num_threads(1)
+    wave = _audio(seconds)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in presets:
+            torch.manual_seed(0)
+            model = create_model("mbsnet", preset_config(preset)).eval()
+            path = Path(tmp) / f"{preset}_stream.onnx"
+            proto = finish_graph(record_stream_graph(model), stream_metadata(model, ""))
+            path.write_bytes(proto.SerializeToString())
+            hop = model.stft.hop
+            print(f"{preset}: {count_parameters(model):,} parameters, hop {hop}, "
+                  f"latency {1000 * model.latency_samples / SAMPLE_RATE:g} ms")  # fmt: skip
+            rows.append(_row(preset, "pytorch", _stream(model, wave), hop))
+            onnx_runner = OnnxHopRunner(path, device="cpu", threads=1)
+            rows.append(_row(preset, "onnxruntime", _stream(onnx_runner, wave), hop))
+            if args.profile and preset == presets[0]:
+                for op, share in _profile(path, wave):
+                    print(f"  ort op {op:<20} {share:6.1%}")
+    print(f"\n{'preset':<12} {'runtime':<12} {'hops':>5} {'median ms':>10} {'p99 ms':>8} "
+          f"{'RTF':>7} {'over budget':>12}")  # fmt: skip
+    for r in rows:
+        print(f"{r['preset']:<12} {r['runtime']:<12} {r['hops']:>5} {r['median_ms']:>10.3f} "
+              f"{r['p99_ms']:>8.3f} {r['rtf']:>7.3f} {r['over_budget']:>12.1%}")  # fmt: skip
+    budget_ms = 1000 * hop / SAMPLE_RATE
+    tiny = {r["runtime"]: r for r in rows if r["preset"] == "tiny-causal"}
+    if "onnxruntime" in tiny:
+        t = tiny["onnxruntime"]
+        print(f"\ntarget: tiny-causal ONNX RTF <= {TARGET_RTF}: {t['rtf']:.3f} "
+              f"({'met' if t['rtf'] <= TARGET_RTF else 'MISSED'}); p99 <= "
+              f"{TARGET_P99_SHARE * budget_ms:g} ms: {t['p99_ms']:.3f} ms "
+              f"({'met' if t['p99_ms'] <= TARGET_P99_SHARE * budget_ms else 'MISSED'})")
+        speedup = tiny["pytorch"]["rtf"] / t["rtf"]
+        print(f"tiny-causal: onnxruntime is {speedup:.2f}x the PyTorch streamer's speed")
+
+
+if __name__ == "__main__":
+    main()
