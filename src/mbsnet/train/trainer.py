@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from mbsnet import distrib
+from mbsnet.eval.metrics import pesq_score
 from mbsnet.models import count_parameters, create_model, set_memory_saving
 from mbsnet.models.discriminator import create_discriminator
-from mbsnet.train._pesq_worker import ignore_stop_signals
+from mbsnet.scoring_pool import ScoringPool, ScoringPoolError, Task, ignore_stop_signals
 from mbsnet.train.config import ConfigError, TrainConfig, model_config
 from mbsnet.train.data import collate_fixed
-from mbsnet.train.pesq_targets import PesqPool, PesqPoolError, denormalize_pesq
+from mbsnet.train.pesq_targets import BATCH_TIMEOUT_S, PesqPool
 from mbsnet.train.plot import RunFiles
 from mbsnet.train.state import Progress, rng_state, save_train_state
 
@@ -103,15 +104,14 @@ def _ignore_stop_signals(worker_id: int) -> None:
     ignore_stop_signals()
 
 
-def _collect_pesq(pool: PesqPool, pair: tuple[torch.Tensor, torch.Tensor], handle: Any) -> list:
-    """Raw PESQ of one submitted validation pair ([] when it has none); a dead or hung
-    worker is replaced by scoring the pair in this process."""
+def _collect_pesq(pool: ScoringPool, pair: tuple[np.ndarray, np.ndarray], task: Task) -> list:
+    """PESQ of one submitted validation pair ([] when it has none); a dead or hung worker is
+    replaced by scoring the pair in this process."""
     try:
-        batch = pool.result(handle)
-    except PesqPoolError:
-        batch = PesqPool(0).score(*pair)
-    scored = zip(batch.scores.tolist(), batch.valid.tolist(), strict=True)
-    return [denormalize_pesq(v) for v, ok in scored if ok]
+        ((value, _),) = pool.results([task])
+    except ScoringPoolError:
+        value, _ = pesq_score(*pair)
+    return [] if value is None else [value]
 
 
 class ValidationInterrupted(Exception):
@@ -129,8 +129,9 @@ def validate(
 ) -> tuple[float, float, int]:
     """Mean PESQ (wb) and loss over this rank's shard, gathered from all ranks.
 
-    PESQ of each item is submitted to `pool` (a `PesqPool`; None: scored in this process) as
-    soon as the model has enhanced it, so scoring overlaps the next items' inference. Items
+    PESQ of each item is submitted to `pool` (a `ScoringPool`; None: scored in this process)
+    as soon as the model has enhanced it, so scoring overlaps the next items' inference. It is
+    `pesq_score`, the PESQ of `mbsnet eval`: both give the same number for the same audio. Items
     whose PESQ cannot be computed are left out of the mean (the count says how many remain).
     `should_stop` is asked before each item: a long validation must not outlast the grace
     period between a scheduler's SIGTERM and its SIGKILL.
@@ -140,7 +141,7 @@ def validate(
     Raises:
         ValidationInterrupted: `should_stop` said yes on any rank.
     """
-    pool = pool if pool is not None else PesqPool(0)
+    pool = pool if pool is not None else ScoringPool(0)
     indices = distrib.shard(range(len(dataset)), distrib.rank(), distrib.world_size())
     # Scores are collected once a few items are in flight, so memory stays bounded by the
     # window, not by the validation set, while PESQ still overlaps inference.
@@ -158,8 +159,8 @@ def validate(
         lengths = torch.tensor([length], device=device)
         enhanced, loss = loss_fn(noisy, clean, lengths)
         losses.append(loss)
-        pair = (clean[:, :length].float().cpu(), enhanced[:, :length].float().cpu())
-        pending.append((pair, pool.submit(*pair)))
+        pair = tuple(x[:, :length].float().cpu().numpy().reshape(-1) for x in (clean, enhanced))
+        pending.append((pair, pool.submit(pesq_score, *pair)))
         while len(pending) > window:
             pesqs += _collect_pesq(pool, *pending.popleft())
     model.train(was_training)
@@ -405,7 +406,7 @@ def build_run(
         run.disc_optimizer = _adamw(run.disc, cfg, cfg.discriminator.lr)
         make_pool = pool_factory or PesqPool
         run.pool = make_pool(cfg.discriminator.pesq_workers)
-    run.valid_pool = PesqPool(cfg.validation.pesq_workers)
+    run.valid_pool = ScoringPool(cfg.validation.pesq_workers, "PESQ", BATCH_TIMEOUT_S)
     _log_start(run, per_epoch)
     return run
 
