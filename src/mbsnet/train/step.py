@@ -20,7 +20,7 @@ from mbsnet.train import losses
 from mbsnet.train.config import lr_at
 from mbsnet.train.discriminator_step import discriminator_loss
 from mbsnet.train.pesq_targets import PesqBatch
-from mbsnet.train.trainer import Run, TrainingError
+from mbsnet.train.run import Run, TrainingError
 
 __all__ = ["generator_forward", "train_step"]
 
