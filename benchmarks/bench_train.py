@@ -67,7 +67,7 @@ def _build(tmp: Path, name: str, preset: str, batch: int, device: str, extra: li
     import torch
 
     from mbsnet.train.config import TrainConfig
-    from mbsnet.train.trainer import build_run
+    from mbsnet.train.run import build_run
 
     data = tmp / "data"
     if not data.exists():
@@ -103,7 +103,7 @@ def _timed_step(run: Any, step: int, batch: int, device: str) -> tuple[float, di
 
 
 def _close(run: Any) -> None:
-    from mbsnet.train.trainer import close_logging
+    from mbsnet.train.logs import close_logging
 
     for pool in (run.pool, run.valid_pool):
         if pool is not None:

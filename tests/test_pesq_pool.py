@@ -14,7 +14,8 @@ import soundfile as sf
 import torch
 
 from mbsnet.eval.metrics import pesq_wb
-from mbsnet.train.pesq_targets import PesqPool, PesqPoolError, denormalize_pesq, normalize_pesq
+from mbsnet.scoring_pool import ScoringPoolError
+from mbsnet.train.pesq_targets import PesqPool, denormalize_pesq, normalize_pesq
 
 SEGMENT = 32_000  # 2 s, the training segment length
 
@@ -74,17 +75,17 @@ def test_workers_persist_overlap_and_recover_from_a_crash(batch):
     expected = _expected(clean, noisy, lengths)
     parent_blas = os.environ.get("OPENBLAS_NUM_THREADS")
     with PesqPool(workers=2, timeout_s=60) as pool:
-        pids = set(pool._executor._processes)
+        pids = set(pool.pool._executor._processes)
         assert len(pids) == 2
         # Workers run one BLAS thread; the parent's environment is left as it was.
-        assert pool._executor.submit(os.getenv, "OPENBLAS_NUM_THREADS").result() == "1"
+        assert pool.pool._executor.submit(os.getenv, "OPENBLAS_NUM_THREADS").result() == "1"
         assert os.environ.get("OPENBLAS_NUM_THREADS") == parent_blas
         first = pool.submit(clean, noisy, lengths)  # two batches in flight at once
         second = pool.submit(clean[:2], clean[:2], lengths[:2])
         _check(pool.result(first), expected)
         scores, valid, _ = pool.result(second)
         assert valid.all() and torch.all(scores > 1.0)  # identical signals: PESQ 4.64
-        assert set(pool._executor._processes) == pids  # the same processes, reused
+        assert set(pool.pool._executor._processes) == pids  # the same processes, reused
         assert pool.total_wait_s >= pool.last_wait_s >= 0 and pool.num_results == 2
 
         # A worker killed mid-batch: a clear error, not a hang; then fresh workers.
@@ -93,12 +94,12 @@ def test_workers_persist_overlap_and_recover_from_a_crash(batch):
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
         start = time.monotonic()
-        with pytest.raises(PesqPoolError, match="died"):
+        with pytest.raises(ScoringPoolError, match="died"):
             pool.result(handle)
         assert time.monotonic() - start < 30
         _check(pool.score(clean, noisy, lengths), expected)
-        assert pool.restarts == 1 and not pids & set(pool._executor._processes)
-    with pytest.raises(PesqPoolError, match="closed"):
+        assert pool.restarts == 1 and not pids & set(pool.pool._executor._processes)
+    with pytest.raises(ScoringPoolError, match="closed"):
         pool.submit(clean, noisy, lengths)
     pool.close()  # idempotent
 

@@ -164,7 +164,7 @@ def test_each_rank_resumes_its_own_random_streams(tmp_path, monkeypatch):
 _LOADER_SIGNAL_SCRIPT = """
 import os, signal, sys, time
 import torch
-from mbsnet.train.trainer import loader
+from mbsnet.train.order import loader
 
 
 class Items(torch.utils.data.Dataset):

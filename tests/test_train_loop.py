@@ -479,8 +479,8 @@ def test_overfit_recipe_applies_before_set(tmp_path):
 
 
 def test_validation_pesq_in_pool_matches_in_process(data_dir):
+    from mbsnet.scoring_pool import ScoringPool
     from mbsnet.train.data import ValidationSet, find_paired_splits
-    from mbsnet.train.pesq_targets import PesqPool
 
     _, valid_scan = find_paired_splits(data_dir)
     dataset = ValidationSet(valid_scan.pairs, "full", 1.0, 1)
@@ -490,10 +490,41 @@ def test_validation_pesq_in_pool_matches_in_process(data_dir):
         return noisy, 0.0
 
     here = loop.validate(model, dataset, noisy_as_output, torch.device("cpu"))
-    with PesqPool(1) as pool:
+    with ScoringPool(1) as pool:
         pooled = loop.validate(model, dataset, noisy_as_output, torch.device("cpu"), pool)
     assert here[2] == pooled[2] == len(dataset)
     assert here[0] == pytest.approx(pooled[0], abs=1e-6) and np.isfinite(here[0])
+
+
+def test_validation_pesq_is_eval_pesq(tmp_path):
+    """The same real pair scored by validation (in process and in a worker) and by eval."""
+    import shutil
+    from pathlib import Path
+
+    from mbsnet.eval.pairs import find_test_dir_pairs
+    from mbsnet.eval.pipeline import evaluate
+    from mbsnet.scoring_pool import ScoringPool
+    from mbsnet.train.data import ValidationSet, find_paired_splits
+
+    examples = Path(__file__).parents[1] / "examples"
+    for split in ("train", "test"):
+        for side in ("clean", "noisy"):
+            (tmp_path / split / side).mkdir(parents=True)
+            shutil.copy(examples / f"{side}_p232_005.wav", tmp_path / split / side / "p.wav")
+    (row,) = evaluate(find_test_dir_pairs(tmp_path / "test").pairs, None, workers=0).rows
+    _, valid_scan = find_paired_splits(tmp_path)
+    dataset = ValidationSet(valid_scan.pairs, "full")
+
+    def noisy_as_output(noisy, clean, lengths):
+        return noisy, 0.0
+
+    here = loop.validate(torch.nn.Identity(), dataset, noisy_as_output, torch.device("cpu"))
+    with ScoringPool(1) as pool:
+        pooled = loop.validate(
+            torch.nn.Identity(), dataset, noisy_as_output, torch.device("cpu"), pool
+        )
+    assert 1.0 < row.values["pesq"] < 4.0
+    assert here[0] == pooled[0] == row.values["pesq"]  # the same number, not just close
 
 
 def test_bf16_autocast_trains_with_the_discriminator(data_dir, tmp_path):
@@ -570,7 +601,7 @@ def test_sigterm_during_validation_saves_and_the_resume_redoes_it(
 
 
 def test_a_dead_pesq_pool_skips_that_step_and_training_goes_on(data_dir, tmp_path):
-    from mbsnet.train.pesq_targets import PesqPoolError
+    from mbsnet.scoring_pool import ScoringPoolError
 
     class DyingPool(_StubPool):
         calls = 0
@@ -578,7 +609,7 @@ def test_a_dead_pesq_pool_skips_that_step_and_training_goes_on(data_dir, tmp_pat
         def result(self, size):
             DyingPool.calls += 1
             if DyingPool.calls == 2:
-                raise PesqPoolError("a PESQ worker process died (test)")
+                raise ScoringPoolError("a PESQ worker process died (test)")
             return super().result(size)
 
     cfg = _cfg(data_dir, disc=True)

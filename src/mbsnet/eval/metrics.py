@@ -166,11 +166,11 @@ def compute_metrics(
     # Each metric below compares the enhanced signal's content with the reference, which is
     # undefined for all-zero output (pesq fails, pystoi and SI-SDR divide 0 by eps).
     # Segmental SNR stays defined: the error is the whole clean signal.
+    _record_pesq(result, clean, enhanced, fs, enhanced_silent)
     if enhanced_silent:
-        content_metrics = ("pesq", "stoi", *names[len(METRICS) :])
+        content_metrics = ("stoi", *names[len(METRICS) :])
         result.errors.update(dict.fromkeys(content_metrics, enhanced_silent))
     else:
-        _record(result, "pesq", lambda: pesq_wb(clean, enhanced, fs))
         _record(result, "stoi", lambda: stoi(clean, enhanced, fs))
         if extended:
             _record(result, "estoi", lambda: stoi(clean, enhanced, fs, extended=True))
@@ -179,6 +179,39 @@ def compute_metrics(
     result.values = {name: result.values[name] for name in names if name in result.values}
     result.errors = {name: result.errors[name] for name in names if name in result.errors}
     return result
+
+
+def _record_pesq(
+    result: MetricResult, clean: np.ndarray, enhanced: np.ndarray, fs: int, problem: str | None
+) -> None:
+    """PESQ into `result`: the input `problem` that rules it out, or its value or failure."""
+    if problem:
+        result.errors["pesq"] = problem
+    else:
+        _record(result, "pesq", lambda: pesq_wb(clean, enhanced, fs))
+
+
+def pesq_score(
+    clean: ArrayLike, enhanced: ArrayLike, sample_rate: int = SAMPLE_RATE
+) -> tuple[float | None, str | None]:
+    """Wideband PESQ of one pair exactly as `compute_metrics` (so `mbsnet eval`) scores it.
+
+    Training uses it for the discriminator's targets and for validation, so a validation PESQ
+    and an eval PESQ of the same audio are the same number.
+
+    Returns:
+        (PESQ, None), or (None, the one-line reason compute_metrics records). Never raises:
+        what compute_metrics refuses (another rate, unequal lengths) is the reason too, so one
+        bad pair cannot fail a batch.
+    """
+    try:
+        clean, enhanced = _validate(clean, enhanced, sample_rate)
+    except Exception as exc:  # one bad pair must not fail the batch
+        return None, exception_line(exc)
+    fatal, enhanced_silent = signal_problems(clean, enhanced)
+    result = MetricResult()
+    _record_pesq(result, clean, enhanced, sample_rate, fatal or enhanced_silent)
+    return result.values.get("pesq"), result.errors.get("pesq")
 
 
 def _composite(result: MetricResult, clean: np.ndarray, enhanced: np.ndarray, fs: int) -> None:

@@ -2,8 +2,9 @@
 
 The main process reads each pair, gets the enhanced signal from a `Source` (a model, a folder
 of enhanced files, or the noisy input itself for the "noisy" row of paper tables) and hands
-(clean, enhanced) to a process pool as soon as it is ready, so model inference and metrics
-overlap; at most ``2 * workers`` submissions are in flight, which bounds memory on large sets.
+(clean, enhanced) to worker processes (`mbsnet.scoring_pool`) as soon as it is ready, so model
+inference and metrics overlap; at most ``2 * workers`` submissions are in flight, which bounds
+memory on large sets.
 Model inference runs on the whole file, as papers do; a file that runs out of memory is
 retried in chunks and marked ``chunked``. Any problem with one file (damaged audio, wrong
 rate, multichannel, model error) becomes a failed row with a one-line reason.
@@ -12,12 +13,9 @@ rate, multichannel, model error) becomes a failed row with a one-line reason.
 from __future__ import annotations
 
 import gc
-import multiprocessing as mp
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +30,7 @@ from mbsnet.enhance.chunking import enhance_array
 from mbsnet.eval.metrics import EXTENDED_METRICS, METRICS, MetricResult, compute_metrics
 from mbsnet.eval.pairs import Pair
 from mbsnet.eval.report import FAILED, EvalReport, Row
+from mbsnet.scoring_pool import ScoringPool, ScoringPoolError, Task
 
 RETRY_CHUNK_SECONDS = 10.0
 """Chunk length for the out-of-memory retry and for files above ``max_seconds``."""
@@ -275,100 +274,86 @@ _Job = tuple[Row, np.ndarray, np.ndarray]
 _Outcome = tuple[Row, MetricResult | str]
 
 
-def _score_here(clean: np.ndarray, enhanced: np.ndarray, extended: bool) -> MetricResult | str:
-    try:
-        return compute_metrics(clean, enhanced, SAMPLE_RATE, extended)
-    except Exception as exc:  # a bug in one metric call must not end the run
-        return f"metrics failed: {_describe(exc)}"
-
-
 class _Scorer:
-    """compute_metrics in-process (workers=0) or in a bounded pool of spawned processes."""
+    """compute_metrics for each file on a `ScoringPool` (workers=0: in this process)."""
 
     def __init__(self, workers: int, extended: bool) -> None:
         self.workers, self.extended = workers, extended
-        self._pool: ProcessPoolExecutor | None = None
-        self._pending: dict[Future, _Job] = {}
-        self._saved_env = os.environ.get("OPENBLAS_NUM_THREADS")
+        self._pool = ScoringPool(workers, "metrics")
+        self._pending: dict[Task, _Job] = {}
 
     def __enter__(self) -> _Scorer:
-        # Workers are spawned on demand and inherit os.environ (this process's OpenBLAS is
-        # already loaded, so unaffected): single-threaded BLAS made pystoi 3x faster with one
-        # worker per core (see mbsnet.eval.metrics).
-        os.environ["OPENBLAS_NUM_THREADS"] = "1"
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._restart()
-        os.environ.pop("OPENBLAS_NUM_THREADS", None)
-        if self._saved_env is not None:
-            os.environ["OPENBLAS_NUM_THREADS"] = self._saved_env
+        self._pool.__exit__(*exc_info)
 
-    def _start(self, job: _Job) -> Future:
-        if self._pool is None:
-            # spawn, never fork: torch's threads are already running in this process.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+    def _start(self, job: _Job) -> Task:
+        # compute_metrics is looked up here, at call time: tests replace it in this module.
         return self._pool.submit(compute_metrics, job[1], job[2], SAMPLE_RATE, self.extended)
 
-    def _restart(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = None
+    def _outcome(self, row: Row, task: Task) -> _Outcome:
+        """The row's metrics, or a one-line reason; ScoringPoolError: its worker died."""
+        try:
+            (result,) = self._pool.results([task])
+        except ScoringPoolError:
+            raise
+        except Exception as exc:  # a bug in one metric call must not end the run
+            return row, f"metrics failed: {_describe(exc)}"
+        return row, result
 
     def submit(self, row: Row, clean: np.ndarray, enhanced: np.ndarray) -> list[_Outcome]:
         """Queue one file; returns the files finished meanwhile (this one, when in-process)."""
+        job = (row, clean, enhanced)
         if self.workers == 0:
-            return [(row, _score_here(clean, enhanced, self.extended))]
+            return [self._outcome(row, self._start(job))]
         done = []
         while len(self._pending) >= 2 * self.workers:
-            done += self._collect(FIRST_COMPLETED)
-        job = (row, clean, enhanced)
-        self._pending[self._start(job)] = job
+            done += self._collect(first=True)
+        try:
+            task = self._start(job)
+        except ScoringPoolError:  # a worker died since the last collect: rescue those files
+            done += self.drain()
+            task = self._start(job)
+        self._pending[task] = job
         return done
 
     def drain(self) -> list[_Outcome]:
         """Wait for every queued file."""
         done = []
         while self._pending:
-            done += self._collect(ALL_COMPLETED)
+            done += self._collect(first=False)
         return done
 
-    def _results(self, futures: set[Future]) -> tuple[list[_Outcome], list[_Job]]:
-        """Outcomes of finished futures, and the jobs lost with a dead worker."""
+    def _results(self, tasks: list[Task]) -> tuple[list[_Outcome], list[_Job]]:
+        """Outcomes of finished tasks, and the jobs lost with a dead worker."""
         done: list[_Outcome] = []
         lost: list[_Job] = []
-        for future in futures:
-            job = self._pending.pop(future)
+        for task in tasks:
+            job = self._pending.pop(task)
             try:
-                done.append((job[0], future.result()))
-            except BrokenProcessPool:
+                done.append(self._outcome(job[0], task))
+            except ScoringPoolError:
                 lost.append(job)
-            except Exception as exc:
-                done.append((job[0], f"metrics failed: {_describe(exc)}"))
         return done, lost
 
-    def _collect(self, return_when: str) -> list[_Outcome]:
-        finished, _ = wait(list(self._pending), return_when=return_when)
-        done, lost = self._results(finished)
+    def _collect(self, first: bool) -> list[_Outcome]:
+        done, lost = self._results(self._pool.finished(list(self._pending), first))
         if lost:
             # A worker died (e.g. killed for memory) and the pool with it, taking every
-            # in-flight file along. Score each lost file alone in a fresh pool, so that only
+            # in-flight file along. Score each lost file alone on fresh workers, so that only
             # a file that kills its worker again fails.
-            rest, _ = wait(list(self._pending))  # immediate: a broken pool fails them all
+            rest = self._pool.finished(list(self._pending))  # at once: all failed with the pool
             more_done, more_lost = self._results(rest)
             done += more_done
-            self._restart()
             done += [self._score_alone(job) for job in lost + more_lost]
         return done
 
     def _score_alone(self, job: _Job) -> _Outcome:
         try:
-            return job[0], self._start(job).result()
-        except BrokenProcessPool:
-            self._restart()
+            return self._outcome(job[0], self._start(job))
+        except ScoringPoolError:
             return job[0], "a metrics worker process died on this file (twice)"
-        except Exception as exc:
-            return job[0], f"metrics failed: {_describe(exc)}"
 
 
 def _stderr(message: str) -> None:

@@ -1,7 +1,7 @@
 """Training: data (paired folders or on-the-fly mixing), seeded for exact resume.
 
-Names are imported lazily (PEP 562): spawned worker processes import torch-free submodules
-such as `mbsnet.train._pesq_worker`, and an eager import here would load torch in each.
+Names are imported lazily (PEP 562): importing one submodule (or this package for one name)
+does not load the others, torch and the data stack included.
 To add a public name, add it to `_EXPORTS` with the module that defines it.
 """
 

@@ -19,22 +19,13 @@ from mbsnet import distrib
 from mbsnet.checkpoint import CheckpointError
 from mbsnet.train.config import ConfigError, TrainConfig, resume_overrides
 from mbsnet.train.init_weights import apply_init
+from mbsnet.train.logs import close_logging
+from mbsnet.train.order import loader
+from mbsnet.train.run import Run, TrainingError, build_run, check_in_sync, pick_device
+from mbsnet.train.saving import prune_epoch_checkpoints, save_latest, save_to
 from mbsnet.train.state import Progress, read_train_state, restore_train_state
 from mbsnet.train.step import generator_forward, train_step
-from mbsnet.train.trainer import (
-    Run,
-    TrainingError,
-    ValidationInterrupted,
-    build_run,
-    check_in_sync,
-    close_logging,
-    loader,
-    pick_device,
-    prune_epoch_checkpoints,
-    save_latest,
-    save_to,
-    validate,
-)
+from mbsnet.train.validation import ValidationInterrupted, validate
 
 __all__ = ["ConfigError", "TrainingError", "train", "train_step", "validate"]
 

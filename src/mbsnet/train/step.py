@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from mbsnet.models.level import level_scale
+from mbsnet.scoring_pool import ScoringPoolError
 from mbsnet.train import losses
 from mbsnet.train.config import lr_at
 from mbsnet.train.discriminator_step import discriminator_loss
-from mbsnet.train.pesq_targets import PesqBatch, PesqPoolError
-from mbsnet.train.trainer import Run, TrainingError
+from mbsnet.train.pesq_targets import PesqBatch
+from mbsnet.train.run import Run, TrainingError
 
 __all__ = ["generator_forward", "train_step"]
 
@@ -71,7 +72,7 @@ def _submit_pesq(run: Run, clean: torch.Tensor, enhanced: torch.Tensor, lengths:
     """Queue the batch's PESQ targets: a pool handle, or None when the pool failed (logged)."""
     try:
         return run.pool.submit(clean, enhanced.detach(), lengths.tolist())
-    except PesqPoolError as error:
+    except ScoringPoolError as error:
         run.logger.warning("step %d: %s", run.progress.step + 1, error)
         return None
 
@@ -86,7 +87,7 @@ def _pesq_targets(run: Run, handle: Any, size: int) -> PesqBatch:
     if handle is not None:
         try:
             return run.pool.result(handle)
-        except PesqPoolError as error:
+        except ScoringPoolError as error:
             run.logger.warning("step %d: %s", run.progress.step + 1, error)
     reasons: list[str | None] = ["PESQ pool failed"] * size
     return PesqBatch(torch.full((size,), float("nan")), torch.zeros(size, dtype=bool), reasons)

@@ -1,16 +1,10 @@
-"""The run of a training loop: its objects (`Run`, `build_run`), logs, data order and files."""
+"""The live objects of one training run (`Run`) and how they are built from a config."""
 
 from __future__ import annotations
 
-import collections
-import logging
-import math
 import os
 import random
-import signal
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,200 +16,14 @@ from torch import nn
 from mbsnet import distrib
 from mbsnet.models import count_parameters, create_model, set_memory_saving
 from mbsnet.models.discriminator import create_discriminator
-from mbsnet.train._pesq_worker import ignore_stop_signals
+from mbsnet.scoring_pool import ScoringPool
 from mbsnet.train.config import ConfigError, TrainConfig, model_config
-from mbsnet.train.data import collate_fixed
-from mbsnet.train.pesq_targets import PesqPool, PesqPoolError, denormalize_pesq
+from mbsnet.train.logs import setup_logging
+from mbsnet.train.order import epoch_batches
+from mbsnet.train.pesq_targets import BATCH_TIMEOUT_S, PesqPool
 from mbsnet.train.plot import RunFiles
-from mbsnet.train.state import Progress, rng_state, save_train_state
-
-LOGGER_NAME = "mbsnet.train"
-
-
-def setup_logging(run_dir: Path | None) -> logging.Logger:
-    """Terminal and RUN_DIR/train.log on rank 0 (same lines); warnings only on other ranks."""
-    logger = logging.getLogger(LOGGER_NAME)
-    close_logging(logger)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    terminal = logging.StreamHandler(sys.stderr)
-    terminal.setLevel(logging.INFO if distrib.is_main() else logging.WARNING)
-    handlers: list[logging.Handler] = [terminal]
-    if run_dir is not None and distrib.is_main():
-        handlers.append(logging.FileHandler(run_dir / "train.log", encoding="utf-8"))
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
-    return logger
-
-
-def close_logging(logger: logging.Logger) -> None:
-    """Detach and close the handlers (a second run in the same process starts clean)."""
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-
-
-def epoch_batches(
-    n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int, accum: int
-) -> list[list[tuple[int, int]]]:
-    """This rank's batches of `(epoch, index)` keys: a pure function of (seed, epoch).
-
-    The permutation comes from a generator seeded with seed + epoch, padded by wrapping so
-    every rank gets the same count, then dealt out rank::world (as DistributedSampler does).
-    Only whole batches, and only whole accumulation groups of them, are kept, so a resume can
-    skip consumed batches by index without loading their audio.
-    """
-    generator = torch.Generator().manual_seed(seed + epoch)
-    order = torch.randperm(n, generator=generator).tolist()
-    total = math.ceil(n / world) * world
-    order = (order * math.ceil(total / n))[:total][rank::world]
-    count = len(order) // batch_size // accum * accum
-    if count == 0:
-        raise ValueError(
-            f"{len(order)} training item(s) per process is fewer than one optimizer step "
-            f"(batch_size {batch_size} x grad_accum {accum})"
-        )
-    return [
-        [(epoch, i) for i in order[b * batch_size : (b + 1) * batch_size]] for b in range(count)
-    ]
-
-
-def loader(dataset: Any, batches: list[Any], workers: int) -> torch.utils.data.DataLoader:
-    """A DataLoader over explicit batches; its own generator leaves the global RNG alone.
-
-    Its workers ignore SIGINT/SIGTERM like the PESQ workers: a signal to the whole process
-    group (Ctrl-C, a scheduler's SIGTERM) would otherwise kill them, and the run would crash
-    instead of saving at the next step.
-    """
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=collate_fixed,
-        generator=torch.Generator().manual_seed(0),
-        worker_init_fn=_ignore_stop_signals if workers else None,
-    )
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    ignore_stop_signals()
-
-
-def _collect_pesq(pool: PesqPool, pair: tuple[torch.Tensor, torch.Tensor], handle: Any) -> list:
-    """Raw PESQ of one submitted validation pair ([] when it has none); a dead or hung
-    worker is replaced by scoring the pair in this process."""
-    try:
-        batch = pool.result(handle)
-    except PesqPoolError:
-        batch = PesqPool(0).score(*pair)
-    scored = zip(batch.scores.tolist(), batch.valid.tolist(), strict=True)
-    return [denormalize_pesq(v) for v, ok in scored if ok]
-
-
-class ValidationInterrupted(Exception):
-    """A stop signal arrived during validation, which was abandoned (every rank raises it)."""
-
-
-@torch.no_grad()
-def validate(
-    model: nn.Module,
-    dataset: Any,
-    loss_fn: Any,
-    device: torch.device,
-    pool: Any = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> tuple[float, float, int]:
-    """Mean PESQ (wb) and loss over this rank's shard, gathered from all ranks.
-
-    PESQ of each item is submitted to `pool` (a `PesqPool`; None: scored in this process) as
-    soon as the model has enhanced it, so scoring overlaps the next items' inference. Items
-    whose PESQ cannot be computed are left out of the mean (the count says how many remain).
-    `should_stop` is asked before each item: a long validation must not outlast the grace
-    period between a scheduler's SIGTERM and its SIGKILL.
-
-    Returns:
-        (mean PESQ over items where it exists, mean loss, number of PESQ scores).
-    Raises:
-        ValidationInterrupted: `should_stop` said yes on any rank.
-    """
-    pool = pool if pool is not None else PesqPool(0)
-    indices = distrib.shard(range(len(dataset)), distrib.rank(), distrib.world_size())
-    # Scores are collected once a few items are in flight, so memory stays bounded by the
-    # window, not by the validation set, while PESQ still overlaps inference.
-    window = max(2, 2 * pool.workers)
-    was_training = model.training
-    model.eval()
-    pending: collections.deque = collections.deque()
-    pesqs, losses, stopped = [], [], False
-    for index in indices:
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-        noisy, clean, length = dataset[index]
-        noisy, clean = noisy[None].to(device), clean[None].to(device)
-        lengths = torch.tensor([length], device=device)
-        enhanced, loss = loss_fn(noisy, clean, lengths)
-        losses.append(loss)
-        pair = (clean[:, :length].float().cpu(), enhanced[:, :length].float().cpu())
-        pending.append((pair, pool.submit(*pair)))
-        while len(pending) > window:
-            pesqs += _collect_pesq(pool, *pending.popleft())
-    model.train(was_training)
-    if any(distrib.all_gather(stopped)):
-        raise ValidationInterrupted
-    while pending:
-        pesqs += _collect_pesq(pool, *pending.popleft())
-    gathered = distrib.all_gather((pesqs, losses))
-    all_pesq = [p for part, _ in gathered for p in part]
-    all_loss = [v for _, part in gathered for v in part]
-    pesq = float(np.mean(all_pesq)) if all_pesq else float("nan")
-    return pesq, float(np.mean(all_loss)), len(all_pesq)
-
-
-def prune_epoch_checkpoints(folder: Path, keep: int) -> None:
-    """Delete all but the newest `keep` epoch_XXXX.pt files (0: keep all)."""
-    if keep <= 0:
-        return
-    for old in sorted(folder.glob("epoch_*.pt"))[:-keep]:
-        old.unlink(missing_ok=True)
-
-
-class StopFlag:
-    """SIGTERM/SIGINT set a flag; the loop saves at the next step boundary and exits."""
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no handlers, the default behaviour stays
-                return
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal_name is not None:  # a second signal: the user insists, stop right now
-            self.restore()
-            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
-        self.signal_name = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def requested(self) -> bool:
-        """True on every rank when any rank got a signal (ranks must stop at the same step)."""
-        local = self.signal_name is not None
-        if distrib.world_size() == 1:
-            return local
-        on_gpu = torch.distributed.get_backend() == "nccl"
-        flag = torch.tensor([float(local)], device="cuda" if on_gpu else "cpu")
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+from mbsnet.train.signals import StopFlag
+from mbsnet.train.state import Progress
 
 
 class TrainingError(RuntimeError):
@@ -405,7 +213,7 @@ def build_run(
         run.disc_optimizer = _adamw(run.disc, cfg, cfg.discriminator.lr)
         make_pool = pool_factory or PesqPool
         run.pool = make_pool(cfg.discriminator.pesq_workers)
-    run.valid_pool = PesqPool(cfg.validation.pesq_workers)
+    run.valid_pool = ScoringPool(cfg.validation.pesq_workers, "PESQ", BATCH_TIMEOUT_S)
     _log_start(run, per_epoch)
     return run
 
@@ -428,28 +236,6 @@ def _log_start(run: Run, per_epoch: int) -> None:
             f"effective batch size {effective} is below 4: gradients will be very noisy; "
             "raise train.batch_size or train.grad_accum"
         )
-
-
-def save_latest(run: Run, *also: Path) -> None:
-    """Rank 0: write latest.pt (and the same state to the `also` paths), atomically."""
-    save_to(run, run.ckpt_dir / "latest.pt", *also)
-    run.last_save = time.monotonic()
-
-
-def save_to(run: Run, *paths: Path) -> None:
-    """Write the full training state to each path (atomic writes; rank 0 writes).
-
-    Every rank calls it: each one's RNG state is gathered, so a resume restores each rank's own.
-    """
-    rank_rngs = distrib.all_gather(rng_state())
-    if not run.main:
-        return
-    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for path in paths:
-        save_train_state(
-            path, run.model, run.optimizer, run.progress, run.cfg.to_dict(), run.disc,
-            run.disc_optimizer, rank_rngs=rank_rngs,
-        )  # fmt: skip
 
 
 def pick_device() -> torch.device:
