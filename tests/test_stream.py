@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from click.testing import CliRunner
 
+from mbsnet.cli import main
 from mbsnet.models import create_model, preset_config
 from mbsnet.models.mbsnet import MBSNetConfig
 from mbsnet.stream import Streamer
@@ -145,3 +148,15 @@ def test_latency_is_computed_from_the_framing() -> None:
         stft = model.stft
         assert model.stream_delay == stft.n_fft - stft.hop + lookahead * stft.hop
         assert model.latency_samples == stft.n_fft + lookahead * stft.hop
+
+
+def test_info_prints_the_computed_latency() -> None:
+    result = CliRunner().invoke(main, ["info", "--preset", "base-causal", "--json"])
+    assert result.exit_code == 0, result.output
+    latency = json.loads(result.output)["latency"]
+    model = create_model("mbsnet", preset_config("base-causal"))
+    assert latency["algorithmic_latency_ms"] == 1000 * model.latency_samples / 16000 == 32.0
+    assert latency["stream_delay_samples"] == model.stream_delay
+    text = CliRunner().invoke(main, ["info", "--preset", "tiny-causal"]).output
+    assert "algorithmic latency 32 ms = window 32 ms + lookahead 0 x 8 ms hop" in text
+    assert "causal:" not in CliRunner().invoke(main, ["info", "--preset", "tiny"]).output

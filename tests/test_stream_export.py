@@ -114,3 +114,38 @@ def test_offline_graph_of_a_causal_model_has_no_reference(streamed, tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(noisy)[None])[0].numpy()
     assert snr_db(want, sf.read(out, dtype="float32")[0]) >= 40.0  # 16-bit output file
+
+
+def test_enhance_stream_equals_offline_enhance_and_reports_hop_times(streamed, tmp_path):
+    ckpt, graph, _, _ = streamed
+    stereo = tmp_path / "stereo.wav"
+    noisy, rate = sf.read(BUNDLED_EXAMPLE, dtype="float32")
+    sf.write(stereo, np.stack([noisy, 0.5 * noisy[::-1]], axis=1), rate, subtype="FLOAT")
+    outs = {}
+    for name, args in {
+        "offline": ["--checkpoint", ckpt],
+        "torch": ["--checkpoint", ckpt, "--stream"],
+        "onnx": ["--onnx", graph, "--stream", "--threads", 1],
+    }.items():
+        outs[name] = tmp_path / f"{name}.wav"
+        result = run("enhance", stereo, "-o", outs[name], "--device", "cpu", "--quiet", *args)
+        assert result.exit_code == 0, result.output
+        if name != "offline":
+            assert "hops: median" in result.stderr and "over the real-time budget" in result.stderr
+    want = sf.read(outs["offline"], dtype="float32")[0]
+    for name in ("torch", "onnx"):
+        got = sf.read(outs[name], dtype="float32")[0]
+        assert got.shape == want.shape == (len(noisy), 2)
+        assert min(snr_db(want[:, c], got[:, c]) for c in range(2)) >= 100.0, name
+
+
+def test_enhance_stream_refuses_what_cannot_stream(streamed, tmp_path):
+    _, graph, _, _ = streamed
+    plain = tmp_path / "plain.pt"
+    save_checkpoint(plain, create_model("mbsnet", preset_config("tiny")))
+    out = tmp_path / "out.wav"
+    result = run("enhance", BUNDLED_EXAMPLE, "-o", out, "--checkpoint", plain, "--stream")
+    assert result.exit_code == 1 and "not a causal model; --stream needs one" in result.output
+    result = run("enhance", BUNDLED_EXAMPLE, "-o", out, "--onnx", graph)
+    assert result.exit_code == 1 and "run it with --stream" in result.output
+    assert not out.exists()

@@ -34,15 +34,16 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _bundled_checkpoint() -> Path:
-    """The bundled default weights, announced on one line (stderr)."""
+def _bundled_checkpoint(causal: bool = False) -> Path:
+    """The bundled default weights (causal: the streaming model), announced on one line."""
     from mbsnet.weights import default_checkpoint
 
     try:
-        path = default_checkpoint()
+        path = default_checkpoint(causal)
     except FileNotFoundError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"no --checkpoint given: using the bundled default model ({path})", err=True)
+    which = "causal default" if causal else "default"
+    click.echo(f"no --checkpoint given: using the bundled {which} model ({path})", err=True)
     return path
 
 
@@ -56,14 +57,21 @@ def _load_model(checkpoint: Path, device: torch.device) -> torch.nn.Module:
 
 
 def _load_backend(
-    checkpoint: Path | None, onnx: Path | None, device: str, threads: int | None
+    checkpoint: Path | None,
+    onnx: Path | None,
+    device: str,
+    threads: int | None,
+    stream: bool = False,
 ) -> Backend:
     """The network a command runs: a PyTorch checkpoint, an exported ONNX graph, or (neither
-    given) the bundled default model."""
+    given) the bundled default model; stream: hop by hop through a causal model's streamer
+    (a causal checkpoint, a graph from `mbsnet export --streaming`, or the bundled causal)."""
     if checkpoint is not None and onnx is not None:
         raise click.UsageError("give either --checkpoint or --onnx")
     if checkpoint is None and onnx is None:
-        checkpoint = _bundled_checkpoint()
+        checkpoint = _bundled_checkpoint(causal=stream)
+    if stream:
+        return _streaming_backend(checkpoint, onnx, device, threads)
     if onnx is not None:
         from mbsnet.export.runtime import OnnxBackend, RuntimeSetupError
 
@@ -82,6 +90,35 @@ def _load_backend(
         torch.set_num_threads(threads)
     torch_device = _resolve_device(device)
     return TorchBackend(_load_model(checkpoint, torch_device), torch_device)
+
+
+def _streaming_backend(
+    checkpoint: Path | None, onnx: Path | None, device: str, threads: int | None
+) -> Backend:
+    from mbsnet.stream.backend import StreamingBackend
+
+    if onnx is not None:
+        from mbsnet.export.runtime import RuntimeSetupError
+        from mbsnet.export.stream_runtime import OnnxHopRunner
+
+        try:
+            runner = OnnxHopRunner(onnx, device=device, threads=threads)
+        except RuntimeSetupError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(f"onnxruntime streams {onnx} on {runner.provider}", err=True)
+        return StreamingBackend(runner)
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    assert checkpoint is not None  # _load_backend fills in the bundled one
+    model = _load_model(checkpoint, _resolve_device(device))
+    if not getattr(model, "causal", False):
+        raise click.ClickException(
+            f"{checkpoint}: not a causal model; --stream needs one (a *-causal preset, "
+            "or the bundled causal default when no --checkpoint is given)"
+        )
+    return StreamingBackend(model)
 
 
 _DEVICE_OPTION = click.option(
@@ -162,6 +199,11 @@ def info(checkpoint: Path | None, preset: str | None, arch: str, as_json: bool) 
     "--reference", type=click.Path(path_type=Path),
     help="Clean reference of a single INPUT file: print its PESQ and STOI before and after.",
 )
+@click.option(
+    "--stream", is_flag=True,
+    help="Run a causal model hop by hop as in real time (a causal --checkpoint, a graph from "
+    "export --streaming, or the bundled causal model) and report per-hop compute time.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def enhance(
     inputs: tuple[Path, ...],
@@ -172,6 +214,7 @@ def enhance(
     threads: int | None,
     chunk_seconds: float,
     reference: Path | None,
+    stream: bool,
     quiet: bool,
 ) -> None:
     """Enhance INPUT files or folders (*.wav, *.flac, searched recursively) into OUTPUT.
@@ -184,11 +227,17 @@ def enhance(
 
     if reference is not None and (len(inputs) != 1 or inputs[0].is_dir()):
         raise click.UsageError("--reference goes with a single input file")
-    backend = _load_backend(checkpoint, onnx, device, threads)
+    backend = _load_backend(checkpoint, onnx, device, threads, stream=stream)
     report = enhance_paths(
-        backend, list(inputs), output, chunk_seconds=chunk_seconds, progress=not quiet
+        backend,
+        list(inputs),
+        output,
+        chunk_seconds=None if stream else chunk_seconds,  # a stream's memory is its states
+        progress=not quiet,
     )
     click.echo(f"enhanced {len(report.done)} file(s), {len(report.failed)} failed", err=True)
+    if stream:
+        click.echo(backend.timing().summary(), err=True)
     if report.failed:
         sys.exit(1)
     if reference is not None:

@@ -29,6 +29,9 @@ class ModelInfo:
     total_parameters: int
     macs_per_second: int
     source: str
+    latency: dict | None = None
+    """Causal models: window, hop and lookahead (ms), algorithmic latency (ms) and the delay
+    of the streamed output (samples), from `latency_of`; None for offline models."""
 
     def to_json_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +73,22 @@ def count_macs_per_second(model: nn.Module, seconds: float = MACS_PROBE_SECONDS)
     return round(counter.get_total_flops() / 2 / seconds)
 
 
+def latency_of(model: nn.Module) -> dict | None:
+    """A causal model's latency figures, computed from its framing; None if not causal."""
+    if not getattr(model, "causal", False):
+        return None
+    stft, rate = model.stft, model.sample_rate
+    ms = lambda samples: 1000 * samples / rate  # noqa: E731
+    return {
+        "window_ms": ms(stft.n_fft),
+        "hop_ms": ms(stft.hop),
+        "lookahead_frames": model.lookahead,
+        "lookahead_ms": ms(model.lookahead * stft.hop),
+        "algorithmic_latency_ms": ms(model.latency_samples),
+        "stream_delay_samples": model.stream_delay,
+    }
+
+
 def describe(model: nn.Module, source: str) -> ModelInfo:
     """Collect a model's `ModelInfo`."""
     return ModelInfo(
@@ -79,6 +98,7 @@ def describe(model: nn.Module, source: str) -> ModelInfo:
         total_parameters=count_parameters(model),
         macs_per_second=count_macs_per_second(model),
         source=source,
+        latency=latency_of(model),
     )
 
 
@@ -91,6 +111,13 @@ def format_info(info: ModelInfo) -> str:
         lines.append(f"{name:<{width}}{count:>12,}{share:>8.1%}")
     lines.append(f"{'total':<{width}}{info.total_parameters:>12,}{1:>8.0%}")
     lines.append(f"MACs per second of audio: {info.macs_per_second / 1e6:,.1f} M")
+    if info.latency is not None:
+        lat = info.latency
+        lines.append(
+            f"causal: algorithmic latency {lat['algorithmic_latency_ms']:g} ms = window "
+            f"{lat['window_ms']:g} ms + lookahead {lat['lookahead_frames']} x {lat['hop_ms']:g} "
+            f"ms hop; streamed output lags the input by {lat['stream_delay_samples']} samples"
+        )
     config = ", ".join(f"{key}={value}" for key, value in info.config.items())
     lines.append(f"config: {config}")
     return "\n".join(lines)

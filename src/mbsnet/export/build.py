@@ -50,12 +50,13 @@ class ExportSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-def default_checkpoint() -> Path:
-    """The bundled weights CKPT defaults to (`mbsnet.weights`); an ExportError if absent."""
+def default_checkpoint(causal: bool = False) -> Path:
+    """The bundled weights CKPT defaults to (`mbsnet.weights`; causal for --streaming); an
+    ExportError if absent."""
     from mbsnet.weights import default_checkpoint as bundled
 
     try:
-        return bundled()
+        return bundled(causal)
     except FileNotFoundError as error:
         raise ExportError(str(error)) from None
 
@@ -181,7 +182,7 @@ def export_checkpoint(
         ExportError: bad checkpoint, unwritable output, an opset the exporter cannot honour,
             or a failed check; one line each.
     """
-    checkpoint = checkpoint if checkpoint is not None else default_checkpoint()
+    checkpoint = checkpoint if checkpoint is not None else default_checkpoint(streaming)
     _check_output(output)
     audio = _load_example(example or BUNDLED_EXAMPLE) if check else None
     try:

@@ -147,6 +147,10 @@ class OnnxBackend:
         meta = self.session.get_modelmeta().custom_metadata_map
         names = tuple(i.name for i in self.session.get_inputs())
         # A causal model's graph has no `reference`: its level is its own running estimate.
+        if meta.get("streaming") == "true":
+            raise RuntimeSetupError(
+                f"{self.path}: a streaming graph (mbsnet export --streaming); run it with --stream"
+            )
         if names not in (INPUT_NAMES, INPUT_NAMES[:1]) or "min_samples" not in meta:
             raise RuntimeSetupError(
                 f"{self.path}: not a graph written by mbsnet export (inputs {', '.join(names)}; "
