@@ -83,6 +83,17 @@ class STFT(nn.Module):
         # reshape with sizes read from the tensor: unflatten bakes B and T into an ONNX trace
         return frames.reshape(frames.shape[0], 2, self.n_bins, frames.shape[-1])
 
+    def analyse_frame(self, frame: torch.Tensor) -> torch.Tensor:
+        """`analyse(frame, exact=True)` of exactly one frame, as one float64 matmul (streaming).
+
+        Rounded once to float32 like the exact framing, so it agrees with it (the float64
+        sums differ only in order, far below float32's resolution).
+        Shape: frame (B, n_fft) -> spectrum (B, 2, F, 1).
+        """
+        basis = self.analysis[:, 0].to(torch.float64)  # (2F, n_fft)
+        spec = (frame.to(torch.float64) @ basis.t()).to(frame.dtype)  # (B, 2F)
+        return spec.reshape(-1, 2, self.n_bins, 1)
+
     def _analyse_float64(self, padded: torch.Tensor) -> torch.Tensor:
         """`analyse` as n_fft / hop hop-sized float64 matmuls, shifted and summed.
 
@@ -108,6 +119,13 @@ class STFT(nn.Module):
         """
         frames = spec.flatten(1, 2)  # (B, 2F, T)
         return F.conv_transpose1d(frames, self.synthesis, stride=self.hop)[:, 0]
+
+    def synthesize_frame(self, spec: torch.Tensor) -> torch.Tensor:
+        """`synthesize` of exactly one frame, as one matmul (streaming).
+
+        Shape: spec (B, 2, F, 1) -> (B, n_fft).
+        """
+        return spec.reshape(-1, 2 * self.n_bins) @ self.synthesis[:, 0]
 
     def steady_envelope(self) -> torch.Tensor:
         """The summed squared window where n_fft / hop frames overlap, per position in a hop.

@@ -77,20 +77,42 @@ class BandSplit(nn.Module):
         with torch.no_grad():
             self.weight.uniform_(-1.0, 1.0).mul_(bound.view(-1, 1, 1))
 
+    def frame(self, spec: torch.Tensor) -> torch.Tensor:
+        """`forward` on one frame, with constant sizes (streaming).
+
+        Shape: spectrum (B, 2, F, 1) -> features (B, K, d_model).
+        """
+        layout = self.layout
+        bands = spec[:, :, layout.bin_index, 0]  # (B, 2, K, W)
+        bands = bands.permute(0, 2, 3, 1).reshape(-1, layout.n_bands, layout.max_width * 2)
+        return self._project(bands)
+
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         layout = self.layout
         bands = spec[:, :, layout.bin_index]  # (B, 2, K, W, T)
         bands = bands.permute(0, 2, 4, 3, 1).flatten(3)  # (B, K, T, W*2)
-        mask = layout.slot_mask.repeat_interleave(2, dim=1)[:, None, :]  # (K, 1, W*2)
+        return self._project(bands)
+
+    def _project(self, bands: torch.Tensor) -> torch.Tensor:
+        """Per-band normalization and projection of the (..., K, [T,] W*2) band slots.
+
+        Shape: (B, K, T, W*2) -> (B, K, T, d_model), or (B, K, W*2) -> (B, K, d_model).
+        """
+        layout = self.layout
+        frame = bands.dim() == 3
+        time_axis = (lambda t: t) if frame else (lambda t: t[:, None, :])
+        mask = time_axis(layout.slot_mask.repeat_interleave(2, dim=1))  # (K, [1,] W*2)
         count = mask.sum(-1, keepdim=True)
         mean = (bands * mask).sum(-1, keepdim=True) / count
         centred = (bands - mean) * mask
         var = centred.pow(2).sum(-1, keepdim=True) / count
         normed = centred * torch.rsqrt(var + self.eps)
-        gain = layout.gather_bins(self.norm_weight).flatten(1)[:, None, :]  # (K, 1, W*2)
-        shift = layout.gather_bins(self.norm_bias).flatten(1)[:, None, :]
+        gain = time_axis(layout.gather_bins(self.norm_weight).flatten(1))  # (K, [1,] W*2)
+        shift = time_axis(layout.gather_bins(self.norm_bias).flatten(1))
         normed = normed * gain + shift
         weight = layout.gather_bins(self.weight).flatten(1, 2)  # (K, W*2, D)
+        if frame:
+            return torch.einsum("bkw,kwd->bkd", normed, weight) + self.bias
         return torch.matmul(normed, weight) + self.bias[:, None, :]
 
 
@@ -108,6 +130,18 @@ class BandToBins(nn.Module):
         weight = torch.empty(layout.n_bins, out_per_bin, d_in).uniform_(-bound, bound)
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(layout.n_bins, out_per_bin))
+
+    def frame(self, features: torch.Tensor) -> torch.Tensor:
+        """`forward` on one frame, with constant sizes (streaming).
+
+        Shape: features (B, K, d_in) -> (B, out_per_bin, F).
+        """
+        layout = self.layout
+        weight = layout.gather_bins(self.weight).flatten(1, 2)  # (K, W*O, d_in)
+        bias = layout.gather_bins(self.bias).flatten(1)  # (K, W*O)
+        out = torch.einsum("kod,bkd->bko", weight, features) + bias  # (B, K, W*O)
+        out = out.reshape(-1, layout.n_bands * layout.max_width, self.out_per_bin)
+        return out.index_select(1, layout.valid_slots).transpose(1, 2)  # (B, O, F)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # The transposed product W (K, W*O, d_in) @ features^T (K, d_in, B*T) puts the (band,

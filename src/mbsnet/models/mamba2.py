@@ -132,6 +132,10 @@ class RMSNormGated(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        if self.group_size == self.weight.shape[0]:  # one group: no reshape (fewer graph ops)
+            gated = y * F.silu(z)
+            normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)
+            return normed * self.weight.to(normed.dtype)
         # reshape with traced sizes, not unflatten/flatten: those bake sizes into an ONNX trace
         gated = (y * F.silu(z)).reshape(*y.shape[:-1], -1, self.group_size)
         normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -295,7 +299,7 @@ class Mamba2(nn.Module):
 
         Shape: u (batch, d_model), states as `initial_state` -> (y (batch, d_model), conv, ssm).
         """
-        batch = u.shape[0]
+        # Sizes are constants or -1 (no shape reads), which keeps the streaming graph lean.
         z, xbc, dt = torch.split(self.in_proj(u), [self.d_inner, self.conv_dim, self.nheads], -1)
         window = torch.cat([conv_state, xbc.unsqueeze(1)], dim=1)  # (batch, d_conv, conv_dim)
         taps = self.conv1d.weight[:, 0, :].t()  # (d_conv, conv_dim), oldest tap first
@@ -305,16 +309,17 @@ class Mamba2(nn.Module):
         dtype = _scan_dtype(x.dtype)
         repeat = self.nheads // self.ngroups
         with autocast_off(u.device):
-            x = x.to(dtype).reshape(batch, self.nheads, self.headdim)
+            x = x.to(dtype).reshape(-1, self.nheads, self.headdim)
             dt = F.softplus(dt.to(dtype) + self.dt_bias.to(dtype))  # (batch, nheads)
             decay = torch.exp(dt * -torch.exp(self.A_log.to(dtype)))
-            B = B.to(dtype).reshape(batch, self.ngroups, 1, self.d_state)
-            C = C.to(dtype).reshape(batch, self.ngroups, 1, self.d_state)
-            B = B.expand(-1, -1, repeat, -1).reshape(batch, self.nheads, 1, self.d_state)
-            C = C.expand(-1, -1, repeat, -1).reshape(batch, self.nheads, 1, self.d_state)
+            B = B.to(dtype).reshape(-1, self.ngroups, 1, self.d_state)
+            C = C.to(dtype).reshape(-1, self.ngroups, 1, self.d_state)
+            if self.ngroups > 1:  # one group broadcasts over the heads as it is
+                B = B.expand(-1, -1, repeat, -1).reshape(-1, self.nheads, 1, self.d_state)
+                C = C.expand(-1, -1, repeat, -1).reshape(-1, self.nheads, 1, self.d_state)
             ssm_state = ssm_state * decay[..., None, None] + (dt[..., None] * x)[..., None] * B
             y = (ssm_state * C).sum(-1) + x * self.D.to(dtype).unsqueeze(-1)
-        y = self.norm(y.reshape(batch, self.d_inner), z.to(y.dtype)).to(z.dtype)
+        y = self.norm(y.reshape(-1, self.d_inner), z.to(y.dtype)).to(z.dtype)
         return self.out_proj(y), window[:, 1:], ssm_state
 
     def _fused_forward(self, u: Tensor) -> Tensor:

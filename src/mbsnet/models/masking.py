@@ -32,6 +32,18 @@ def apply_complex_mask(
     return filter_taps(nn.functional.pad(spec, pad), mask)
 
 
+def filter_taps_frame(window: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`filter_taps` for one output frame (streaming): frames t-2, t-1, t in, frame t out.
+
+    Shape: window (B, 2, F, 3), mask (B, 3, 2, F) -> (B, 2, F, 1).
+    """
+    x = window.permute(0, 3, 1, 2)  # (B, 3, 2, F): tap, real/imaginary, bin
+    x_re, x_im, m_re, m_im = x[:, :, 0], x[:, :, 1], mask[:, :, 0], mask[:, :, 1]
+    real = (m_re * x_re - m_im * x_im).sum(1)
+    imag = (m_re * x_im + m_im * x_re).sum(1)
+    return torch.stack([real, imag], dim=1).unsqueeze(-1)
+
+
 def filter_taps(padded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The products of `apply_complex_mask` on a spectrum that already holds its edge frames.
 

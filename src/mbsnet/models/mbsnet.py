@@ -58,6 +58,11 @@ class BandMixer(nn.Module):
         self.fc2 = nn.Linear(hidden, n_bands)
         self.act = nn.GELU()
 
+    def frame(self, h: torch.Tensor) -> torch.Tensor:
+        """`forward` on one frame (streaming). Shape: (B, K, D) -> (B, K, D)."""
+        mixed = self.fc2(self.act(self.fc1(h.transpose(1, 2))))
+        return mixed.transpose(1, 2)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, k, t, d = h.shape
         flat = h.reshape(b, k, t * d)
@@ -95,12 +100,13 @@ class EncoderBlock(nn.Module):
 
         Shape: h (B, K, D) -> (B, K, D), states of the B*K band sequences updated.
         """
-        b, k, d = h.shape
+        bands, d = self.band_mixer.fc1.in_features, self.time_forward.d_model
+        # constant sizes and -1 (no shape reads): the streaming graph stays lean
         y, conv_state, ssm_state = self.time_forward.step(
-            self.time_norm(h).reshape(b * k, d), conv_state, ssm_state
+            self.time_norm(h).reshape(-1, d), conv_state, ssm_state
         )
-        h = (h + y.view(b, k, d)).unsqueeze(2)  # (B, K, 1, D) for the band mixer
-        return (h + self.band_mixer(self.band_norm(h))).squeeze(2), conv_state, ssm_state
+        h = h + y.reshape(-1, bands, d)
+        return h + self.band_mixer.frame(self.band_norm(h)), conv_state, ssm_state
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, k, t, d = h.shape
@@ -128,6 +134,11 @@ class MaskDecoder(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         per_bin = self.to_bins(self.act(self.bottleneck(self.norm(h))))  # (B, 6, F, T)
         return per_bin.unflatten(1, (MASK_TAPS, 2))
+
+    def frame(self, h: torch.Tensor) -> torch.Tensor:
+        """`forward` on one frame (streaming). Shape: (B, K, D) -> mask (B, 3, 2, F)."""
+        per_bin = self.to_bins.frame(self.act(self.bottleneck(self.norm(h))))  # (B, 6, F)
+        return per_bin.reshape(-1, MASK_TAPS, 2, self.to_bins.layout.n_bins)
 
 
 class MBSNet(MaskingEnhancer):

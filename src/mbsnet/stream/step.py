@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mbsnet.models.level import running_level_scale, running_mean_square
-from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer, filter_taps
+from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer, filter_taps_frame
 from mbsnet.stream.streamer import STATE_NAMES
 
 
@@ -46,8 +46,10 @@ def _check_streamable(model: nn.Module) -> MaskingEnhancer:
         raise ValueError(
             f"{arch} is not a causal model; streaming needs one (a *-causal preset, causal = true)"
         )
-    if any(not hasattr(block, "step") for block in model.encoder):
-        raise ValueError(f"{model.ARCH}'s blocks cannot run step by step")
+    if any(not hasattr(block, "step") for block in model.encoder) or not hasattr(
+        model.decoder, "frame"
+    ):
+        raise ValueError(f"{model.ARCH} cannot run frame by frame")
     return model
 
 
@@ -104,29 +106,29 @@ class StreamStep(nn.Module):
         ssm: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
         model, stft = self.model, self.model.stft
-        batch, bands = hop.shape[0], self.n_bands
+        bands = self.n_bands
         frame = torch.cat([analysis, hop], dim=-1)  # (B, n_fft): the frame ending with `hop`
-        spec = stft.analyse(frame, exact=True)  # (B, 2, F, 1)
+        spec = stft.analyse_frame(frame)  # (B, 2, F, 1)
         mean_square, total, count = running_mean_square(
             hop.unsqueeze(1), level[:, :1], level[:, 1:]
         )
         scale = running_level_scale(mean_square)[:, :, None, None]  # (B, 1, 1, 1)
         normalized = spec * scale
-        h = model.band_split(normalized).squeeze(2)  # (B, K, D)
+        h = model.band_split.frame(normalized)  # (B, K, D)
         convs, ssms = [], []
         for index, block in enumerate(model.encoder):
             h, conv_i, ssm_i = block.step(
                 h,
-                conv[:, index].reshape(batch * bands, *self.conv_shape),
-                ssm[:, index].reshape(batch * bands, *self.ssm_shape),
+                conv[:, index].reshape(-1, *self.conv_shape),  # (B*K, ...): no shape reads
+                ssm[:, index].reshape(-1, *self.ssm_shape),
             )
-            convs.append(conv_i.reshape(batch, bands, *self.conv_shape))
-            ssms.append(ssm_i.reshape(batch, bands, *self.ssm_shape))
-        mask = model.decoder(h.unsqueeze(2))  # (B, 3, 2, F, 1)
+            convs.append(conv_i.reshape(-1, bands, *self.conv_shape))
+            ssms.append(ssm_i.reshape(-1, bands, *self.ssm_shape))
+        mask = model.decoder.frame(h)  # (B, 3, 2, F)
         window = torch.cat([taps, normalized], dim=-1)  # frames t-2, t-1, t
-        enhanced = filter_taps(window, mask) / scale
+        enhanced = filter_taps_frame(window, mask) / scale
         tail = torch.nn.functional.pad(synthesis, (0, stft.hop))
-        added = stft.synthesize(enhanced) + tail  # (B, n_fft)
+        added = stft.synthesize_frame(enhanced) + tail  # (B, n_fft)
         out = added[:, : stft.hop] / stft.steady_envelope()
         return (
             out,
