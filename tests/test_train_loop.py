@@ -526,6 +526,22 @@ def test_validation_pesq_is_eval_pesq(tmp_path):
     assert 1.0 < row.values["pesq"] < 4.0
     assert here[0] == pooled[0] == row.values["pesq"]  # the same number, not just close
 
+    class DeadPool:  # every submit finds a dead worker, as after an out-of-memory kill
+        workers = 1
+
+        def submit(self, *args):
+            raise ScoringPoolError("a PESQ worker process died")
+
+        def results(self, tasks):
+            raise AssertionError("nothing was submitted")
+
+    from mbsnet.scoring_pool import ScoringPoolError
+
+    rescued = loop.validate(
+        torch.nn.Identity(), dataset, noisy_as_output, torch.device("cpu"), DeadPool()
+    )
+    assert rescued[0] == here[0] and rescued[2] == 1  # scored here instead of crashing
+
 
 def test_bf16_autocast_trains_with_the_discriminator(data_dir, tmp_path):
     cfg = _cfg(data_dir, disc=True, amp="bf16")

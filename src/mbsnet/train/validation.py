@@ -15,10 +15,23 @@ from mbsnet.eval.metrics import pesq_score
 from mbsnet.scoring_pool import ScoringPool, ScoringPoolError, Task
 
 
-def _collect_pesq(pool: ScoringPool, pair: tuple[np.ndarray, np.ndarray], task: Task) -> list:
+def _submit_pesq(pool: ScoringPool, pair: tuple[np.ndarray, np.ndarray]) -> Task | None:
+    """Queue one pair's PESQ; None when the pool cannot take it (a worker died since the last
+    call: the pair is then scored in this process, and the next submit restarts the pool)."""
+    try:
+        return pool.submit(pesq_score, *pair)
+    except ScoringPoolError:
+        return None
+
+
+def _collect_pesq(
+    pool: ScoringPool, pair: tuple[np.ndarray, np.ndarray], task: Task | None
+) -> list:
     """PESQ of one submitted validation pair ([] when it has none); a dead or hung worker is
     replaced by scoring the pair in this process."""
     try:
+        if task is None:
+            raise ScoringPoolError("not submitted")
         ((value, _),) = pool.results([task])
     except ScoringPoolError:
         value, _ = pesq_score(*pair)
@@ -71,7 +84,7 @@ def validate(
         enhanced, loss = loss_fn(noisy, clean, lengths)
         losses.append(loss)
         pair = tuple(x[:, :length].float().cpu().numpy().reshape(-1) for x in (clean, enhanced))
-        pending.append((pair, pool.submit(pesq_score, *pair)))
+        pending.append((pair, _submit_pesq(pool, pair)))
         while len(pending) > window:
             pesqs += _collect_pesq(pool, *pending.popleft())
     model.train(was_training)
