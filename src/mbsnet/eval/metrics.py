@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 from pesq import pesq as _pesq
-from pystoi import stoi as _stoi
 
 from mbsnet import SAMPLE_RATE
 from mbsnet.errors import exception_line, one_line
@@ -120,6 +119,10 @@ def stoi(
     clean: np.ndarray, enhanced: np.ndarray, fs: int = SAMPLE_RATE, extended: bool = False
 ) -> float:
     """STOI (or ESTOI) via pystoi; MetricUnavailable when pystoi would return its 1e-5 filler."""
+    # imported here: pystoi loads scipy.signal (about 1 s), which eval's parent process,
+    # handing the scoring to worker processes, never needs
+    from pystoi import stoi as _stoi
+
     if math.ceil(clean.size * _STOI_RATE / fs) < _STOI_MIN_SAMPLES:
         need = _STOI_MIN_SAMPLES / _STOI_RATE
         raise MetricUnavailable(f"too short for STOI ({clean.size / fs:.3f} s < {need:.2f} s)")
