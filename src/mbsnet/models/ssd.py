@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # Chunk size changes speed only (results agree to rounding). Measured on the CPU (fwd+bwd of one
-# Mamba2 layer, 2 threads, 124 sequences x 251 frames, headdim 32, d_state 16, as in the presets):
+# Mamba2 layer, 2 threads, 124 sequences x 251 frames, headdim 32, d_state 16, as in base):
 # chunks of 16 and 32 are within 5% of each other and 64 is 20-25% slower; the per-head (q x q)
 # work grows with q while the number of chunk states shrinks with it.
 DEFAULT_CHUNK_SIZE = 16
