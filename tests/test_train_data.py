@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from mbsnet.train import (
     scan_pairs,
 )
 from mbsnet.train.files import AudioFile, load_mono, read_region
+from mbsnet.train.mixing import EQ_BANDS, EQ_RANGE_HZ, eq_filter
 
 SR = 16000
 
@@ -464,3 +466,37 @@ def test_package_import_stays_torch_free():
     """`mbsnet.train` resolves names lazily, so torch-free worker modules stay torch-free."""
     code = "import sys, mbsnet.train.files; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_eq_filter_follows_its_gains():
+    flat = eq_filter([0.0] * EQ_BANDS)
+    assert flat.shape == (511,) and abs(np.abs(np.fft.rfft(flat, 4096)).mean() - 1) < 0.02
+    gains = [6.0, -6.0, 3.0, -3.0, 0.0, 6.0]
+    response = np.abs(np.fft.rfft(eq_filter(gains), 8192))
+    freqs = np.fft.rfftfreq(8192, 1 / SR)
+    for gain, centre in zip(gains, np.geomspace(*EQ_RANGE_HZ, EQ_BANDS), strict=True):
+        measured = 20 * np.log10(response[np.argmin(np.abs(freqs - centre))])
+        assert abs(measured - gain) < 1.5, (centre, measured, gain)
+    assert np.allclose(eq_filter(gains), eq_filter(gains)[::-1])  # linear phase
+
+
+def test_eq_colours_input_and_target_alike_and_leaves_other_mixtures(mix_files):
+    plain = MixingTrainSet(mix_files["speech"], mix_files["noise"], seed=3, segment_seconds=1.0)
+    eq = MixingTrainSet(
+        mix_files["speech"], mix_files["noise"], seed=3, segment_seconds=1.0,
+        eq_probability=1.0, eq_db=9.0,
+    )  # fmt: skip
+    for i in range(len(plain)):
+        a, b = plain.params(i), eq.params(i)
+        assert b.eq_db is not None and max(map(abs, b.eq_db)) <= 9.0
+        assert dataclasses.replace(b, eq_db=None) == a  # every other choice unchanged
+        noisy_a, clean_a = plain.render(a)
+        noisy_b, clean_b = eq.render(b)
+        assert not np.allclose(clean_a, clean_b)
+        # the same filter on both: noisy - clean (the noise) is filtered like the speech
+        fir = eq_filter(b.eq_db)
+        expect = np.convolve(clean_a, fir, "same")
+        scale = np.dot(clean_b, expect) / np.dot(expect, expect)
+        assert np.allclose(clean_b, scale * expect, atol=1e-4)
+        assert np.allclose(noisy_b, scale * np.convolve(noisy_a, fir, "same"), atol=1e-4)
+    assert "EQ p=1.00 +-9 dB" in eq.describe() and "EQ" not in plain.describe()

@@ -84,6 +84,10 @@ class DataSection:
         default_factory=lambda: [-35.0, -15.0],
         metadata=_meta("mixing: mixture level range [low, high], dBFS"),
     )
+    eq_probability: float = _f(
+        0.0, "mixing: probability of a random EQ (the same on the noisy input and the target)"
+    )
+    eq_db: float = _f(6.0, "mixing: the EQ's largest boost or cut, dB")
 
 
 @dataclass
@@ -275,6 +279,8 @@ def _validate(cfg: TrainConfig) -> None:
         "data.snr_db": _is_range(cfg.data.snr_db),
         "data.level_dbfs": _is_range(cfg.data.level_dbfs),
         "data.rir_probability": 0.0 <= cfg.data.rir_probability <= 1.0,
+        "data.eq_probability": 0.0 <= cfg.data.eq_probability <= 1.0,
+        "data.eq_db": 0.0 <= cfg.data.eq_db <= 24.0,
         "data.valid_holdout": 0.0 < cfg.data.valid_holdout < 1.0,
         "validation.mixing_items": cfg.validation.mixing_items >= 1,
         "validation.every_steps": cfg.validation.every_steps >= 0,

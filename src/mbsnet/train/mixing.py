@@ -13,6 +13,11 @@ mix at a random SNR, then scale the pair to a random level. Decisions, documente
   above -80 dBFS) of the speech as it appears in the mixture (reverberant when reverberated).
   P_noise is the noise's mean power over the
   whole segment. A segment without active speech (or digital-silent noise) skips SNR scaling.
+- EQ (with probability `eq_probability`, default 0): one random smooth equalizer on both the
+  mixture and the target, as a microphone or channel colours everything it records: gains
+  uniform in +-`eq_db` at EQ_BANDS log-spaced frequencies (100 Hz .. 7 kHz), interpolated over
+  log frequency and applied as a linear-phase FIR of EQ_TAPS taps (`eq_filter`). The SNR is
+  set before the EQ, so the recorded SNR moves with it.
 - Level: noisy and clean are scaled alike so the mixture RMS is uniform in `level_dbfs`
   (default -35..-15 dBFS); if either peak then exceeds 0.99 both are scaled down to 0.99.
 """
@@ -45,6 +50,24 @@ _STREAM_MIX_VALID = 3
 _STREAM_MIX_VALID_ORDER = 4
 EARLY_REVERB_MS = 50.0
 PEAK_LIMIT = 0.99
+EQ_BANDS = 6
+EQ_TAPS = 511
+EQ_RANGE_HZ = (100.0, 7000.0)
+
+
+def eq_filter(gains_db: Sequence[float], taps: int = EQ_TAPS) -> np.ndarray:
+    """Linear-phase FIR whose magnitude follows `gains_db` at EQ_BANDS log-spaced frequencies.
+
+    The gains are interpolated over log frequency (held flat outside EQ_RANGE_HZ), the
+    zero-phase response is centred and Hann-windowed. Shape: (taps,), taps odd.
+    """
+    centres = np.geomspace(*EQ_RANGE_HZ, num=len(gains_db))
+    n_fft = 4 * taps
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE)
+    log_f = np.log(np.maximum(freqs, 1.0))
+    curve = 10 ** (np.interp(log_f, np.log(centres), np.asarray(gains_db, float)) / 20)
+    impulse = np.roll(np.fft.irfft(curve, n_fft), taps // 2)[:taps]
+    return (impulse * np.hanning(taps + 2)[1:-1]).astype(np.float64)
 
 
 def active_power(x: np.ndarray) -> float:
@@ -101,6 +124,8 @@ class MixParams:
     rir: AudioFile | None
     snr_db: float
     level_dbfs: float
+    eq_db: tuple[float, ...] | None = None
+    """Gains of the random EQ at its bands (see `eq_filter`); None: no EQ."""
 
 
 class _MixingBase(Dataset):
@@ -116,6 +141,8 @@ class _MixingBase(Dataset):
         rir_probability: float,
         level_dbfs: tuple[float, float],
         seed: int,
+        eq_probability: float = 0.0,
+        eq_db: float = 6.0,
     ):
         self.speech_scan = scan_audio_files(speech_files, "speech")
         self.noise_scan = scan_audio_files(noise_files, "noise")
@@ -130,6 +157,10 @@ class _MixingBase(Dataset):
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
         if not 0.0 <= rir_probability <= 1.0:
             raise ValueError(f"rir_probability must be in [0, 1], got {rir_probability}")
+        if not 0.0 <= eq_probability <= 1.0 or eq_db < 0:
+            raise ValueError(f"need eq_probability in [0, 1] and eq_db >= 0, got "
+                             f"{eq_probability}, {eq_db}")  # fmt: skip
+        self.eq_probability, self.eq_db = float(eq_probability), float(eq_db)
         self.segment = seconds_to_samples(segment_seconds, "segment_seconds")
         self.snr_db, self.level_dbfs = tuple(snr_db), tuple(level_dbfs)
         self.rir_probability = float(rir_probability) if self.rir_scan.files else 0.0
@@ -148,7 +179,13 @@ class _MixingBase(Dataset):
         rir = rirs[rir_index] if use_rir else None
         snr = float(rng.uniform(*self.snr_db))
         level = float(rng.uniform(*self.level_dbfs))
-        return MixParams(speech, speech_start, noise, noise_start, rir, snr, level)
+        # Drawn last, and only when EQ is on: runs without EQ keep every earlier mixture.
+        eq = None
+        if self.eq_probability > 0:
+            use_eq = rng.random() < self.eq_probability
+            gains = tuple(float(g) for g in rng.uniform(-self.eq_db, self.eq_db, EQ_BANDS))
+            eq = gains if use_eq else None
+        return MixParams(speech, speech_start, noise, noise_start, rir, snr, level, eq)
 
     def _noise(self, p: MixParams) -> np.ndarray:
         if p.noise.length >= self.segment:
@@ -169,6 +206,10 @@ class _MixingBase(Dataset):
             target = _fft_convolve_tail(history, early, self.segment)
         noise = self._noise(p)
         noisy = mixed + np.float32(_noise_gain(mixed, noise, p.snr_db)) * noise
+        if p.eq_db is not None:
+            fir = eq_filter(p.eq_db)
+            noisy = np.convolve(noisy, fir, "same").astype(np.float32)
+            target = np.convolve(target, fir, "same").astype(np.float32)
         rms = float(np.sqrt(np.mean(np.square(noisy, dtype=np.float64))))
         gain = 10 ** (p.level_dbfs / 20) / rms if rms > 0 else 1.0
         peak = gain * max(float(np.abs(noisy).max()), float(np.abs(target).max()))
@@ -187,9 +228,10 @@ class _MixingBase(Dataset):
             if self.rir_probability
             else "no reverb"
         )
+        eq = f", EQ p={self.eq_probability:.2f} +-{self.eq_db:g} dB" if self.eq_probability else ""
         return (
             f"{self.segment / SAMPLE_RATE:.2f} s, SNR U{self.snr_db} dB on active speech, "
-            f"level U{self.level_dbfs} dBFS, {reverb}, seed {self.seed}"
+            f"level U{self.level_dbfs} dBFS, {reverb}{eq}, seed {self.seed}"
         )
 
     def summary(self) -> str:
@@ -221,6 +263,8 @@ class MixingTrainSet(_MixingBase):
         rir_probability: float = 0.3,
         level_dbfs: tuple[float, float] = (-35.0, -15.0),
         seed: int = 0,
+        eq_probability: float = 0.0,
+        eq_db: float = 6.0,
     ):
         super().__init__(
             speech_files,
@@ -231,6 +275,8 @@ class MixingTrainSet(_MixingBase):
             rir_probability,
             level_dbfs,
             seed,
+            eq_probability,
+            eq_db,
         )
         self.epoch = 0
 
@@ -272,6 +318,8 @@ class MixingValidationSet(_MixingBase):
         level_dbfs: tuple[float, float] = (-35.0, -15.0),
         n_items: int = 50,
         seed: int = 1234,
+        eq_probability: float = 0.0,
+        eq_db: float = 6.0,
     ):
         super().__init__(
             speech_files,
@@ -282,6 +330,8 @@ class MixingValidationSet(_MixingBase):
             rir_probability,
             level_dbfs,
             seed,
+            eq_probability,
+            eq_db,
         )
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")

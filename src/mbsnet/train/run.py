@@ -127,6 +127,7 @@ def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
             files[role] = holdout_split(train_files, d.valid_holdout, role)
     mix = {"snr_db": tuple(d.snr_db), "rir_probability": d.rir_probability}
     mix["level_dbfs"] = tuple(d.level_dbfs)
+    mix.update(eq_probability=d.eq_probability, eq_db=d.eq_db)
     rirs = collect_audio_files(d.rir_dirs) if d.rir_dirs else None
     (speech, valid_speech), (noise, valid_noise) = files["speech"], files["noise"]
     train = MixingTrainSet(speech, noise, rirs, d.segment_seconds, seed=cfg.train.seed, **mix)
