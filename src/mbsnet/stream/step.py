@@ -1,10 +1,12 @@
 """One hop of a causal model with every piece of history as an explicit state tensor.
 
-The same modules and functions as the model's offline forward (`MaskingEnhancer._causal_forward`)
-run here on one frame: the STFT analysis of the last n_fft samples, the running level
-(`running_mean_square`), band split, each block's `step`, the mask decoder, the causal mask taps
-(`filter_taps`) and the overlap-add of the inverse frame. No state is hidden in the module, so
-the step traces to a stateful ONNX graph as it stands.
+The offline forward (`MaskingEnhancer._causal_forward`) on one frame: the STFT analysis of the
+last n_fft samples (`STFT.analyse_frame`), the running level (`running_mean_square`, the same
+function), then the one-frame forms of the same modules with the same weights (band split,
+each block's `step`, the mask decoder, the causal mask taps) and the overlap-add of the inverse
+frame. The one-frame forms use constant sizes, which keeps the exported graph small; the
+streamer-equals-offline tests check every one of them. No state is hidden in the module, so the
+step traces to a stateful ONNX graph as it stands.
 """
 
 from __future__ import annotations
