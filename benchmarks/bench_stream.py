@@ -71,14 +71,18 @@ def _row(preset: str, runtime: str, seconds: np.ndarray, hop: int) -> dict:
 
 
 def _profile(path: Path, wave: np.ndarray) -> list[tuple[str, float]]:
+    """Top op types by kernel time; the profiler's file goes beside `path` (a temp folder)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     runner = OnnxHopRunner(path, device="cpu", threads=1)
     runner.session = session
     _stream(runner, wave)
-    trace = json.loads(Path(session.end_profiling()).read_text())
+    profile = Path(session.end_profiling())
+    trace = json.loads(profile.read_text())
+    profile.unlink()
     by_op: dict[str, float] = defaultdict(float)
     for event in trace:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):

@@ -160,3 +160,32 @@ def test_info_prints_the_computed_latency() -> None:
     text = CliRunner().invoke(main, ["info", "--preset", "tiny-causal"]).output
     assert "algorithmic latency 32 ms = window 32 ms + lookahead 0 x 8 ms hop" in text
     assert "causal:" not in CliRunner().invoke(main, ["info", "--preset", "tiny"]).output
+
+
+def test_streamer_shapes_bad_samples_and_timings() -> None:
+    model = causal_model(0)
+    wave = example(1.0)
+    streamer = Streamer(model)
+    first = streamer.push(wave[None, :5000])
+    assert first.ndim == 2 and streamer.flush().ndim == 2  # flush answers like the last push
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        streamer.push(np.array([0.1, np.nan], np.float32))
+    assert len(streamer.hop_seconds) > 0
+    streamer.reset()
+    assert len(streamer.hop_seconds) == 0
+    assert streamer.hop_seconds.maxlen is not None  # bounded, whatever the stream's length
+    stereo = Streamer(model, channels=2)
+    stereo.push(np.stack([wave, wave]))
+    with pytest.raises(ValueError, match="2 channels"):
+        stereo.flush(mono=True)
+
+
+def test_long_signals_of_a_causal_model_are_streamed_not_chunked() -> None:
+    from mbsnet.enhance.chunking import enhance_array
+    from mbsnet.enhance.torch_backend import TorchBackend
+
+    model = causal_model(1)
+    wave = example(5.0)[None]
+    whole = offline(model, wave)
+    bounded = enhance_array(TorchBackend(model, "cpu"), wave, chunk_seconds=2.0)
+    assert snr_db(whole[0], bounded[0]) >= 100.0  # chunks would restart the model's history

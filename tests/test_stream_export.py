@@ -106,7 +106,10 @@ def test_offline_graph_of_a_causal_model_has_no_reference(streamed, tmp_path):
     graph = tmp_path / "causal.onnx"
     result = run("export", ckpt, "-o", graph)
     assert result.exit_code == 0, result.output
-    assert [i.name for i in onnx.load(str(graph)).graph.input] == ["wave"]
+    proto = onnx.load(str(graph))
+    assert [i.name for i in proto.graph.input] == ["wave"]
+    inputs_doc = {p.key: p.value for p in proto.metadata_props}["inputs"]
+    assert "reference" in inputs_doc and "no reference input" in inputs_doc
     out = tmp_path / "offline.wav"
     script = REPO_ROOT / "examples" / "onnx_enhance.py"
     subprocess.run([sys.executable, script, graph, BUNDLED_EXAMPLE, out], check=True)
@@ -147,5 +150,34 @@ def test_enhance_stream_refuses_what_cannot_stream(streamed, tmp_path):
     result = run("enhance", BUNDLED_EXAMPLE, "-o", out, "--checkpoint", plain, "--stream")
     assert result.exit_code == 1 and "not a causal model; --stream needs one" in result.output
     result = run("enhance", BUNDLED_EXAMPLE, "-o", out, "--onnx", graph)
-    assert result.exit_code == 1 and "run it with --stream" in result.output
+    assert result.exit_code == 1 and "run it with mbsnet enhance --stream" in result.output
     assert not out.exists()
+
+
+def test_an_onnxruntime_failure_fails_one_file_and_the_others_go_on(streamed, tmp_path):
+    from mbsnet.enhance import enhance_paths
+    from mbsnet.stream.backend import StreamingBackend
+
+    _, graph, _, _ = streamed
+    runner = OnnxHopRunner(graph, device="cpu", threads=1)
+    run_graph, calls = runner.session.run, {"n": 0}
+
+    class Fail(Exception):  # onnxruntime's own errors derive from Exception only
+        pass
+
+    def flaky(names, feeds):
+        calls["n"] += 1
+        if calls["n"] == 900:
+            raise Fail("[ONNXRuntimeError] injected")
+        return run_graph(names, feeds)
+
+    runner.session = type("S", (), {"run": staticmethod(flaky)})()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    noisy, rate = sf.read(BUNDLED_EXAMPLE, dtype="float32")
+    for name in ("a", "b", "c"):
+        sf.write(folder / f"{name}.wav", noisy, rate)
+    report = enhance_paths(StreamingBackend(runner), [folder], tmp_path / "out", progress=False)
+    assert [p.name for p, _ in report.failed] == ["b.wav"]  # hop 900 falls in the second file
+    assert "onnxruntime: [ONNXRuntimeError] injected" in report.failed[0][1]
+    assert sorted(p.name for p, _ in report.done) == ["a.wav", "c.wav"]

@@ -649,3 +649,21 @@ def test_tensorboard_events_hold_the_logged_scalars(data_dir, tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/grad_norm", "valid/valid_pesq", "epoch/train_loss"} <= tags
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+
+
+def test_a_causal_model_trains_and_its_checkpoint_streams(data_dir, tmp_path):
+    """The causal branch of the training step (no segment scale) and compile=false/true alike."""
+    from mbsnet.checkpoint import model_from_checkpoint
+    from mbsnet.stream import Streamer
+
+    cfg = _cfg(data_dir, disc=True).apply_overrides(['model.preset="tiny-causal"'])
+    progress = loop.train(cfg, tmp_path, max_steps=2, progress=False)
+    assert progress.step == 2 and progress.nonfinite_total == 0
+    model = model_from_checkpoint(tmp_path / "checkpoints/latest.pt").eval()
+    assert model.causal
+    wave = torch.randn(1, 3000).numpy() * 0.1
+    streamer = Streamer(model)
+    streamed = np.concatenate([streamer.push(wave[0]), streamer.flush()])
+    with torch.no_grad():
+        offline = model(torch.from_numpy(wave))[0].numpy()
+    assert np.abs(streamed - offline).max() <= 1e-5 * max(np.abs(offline).max(), 1e-3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
@@ -9,6 +11,9 @@ from torch import nn
 from mbsnet.enhance.chunking import enhance_array, frame_hop
 from mbsnet.models import model_device
 from mbsnet.models.level import level_scale
+
+if TYPE_CHECKING:  # imported lazily below: mbsnet.stream imports this package
+    from mbsnet.stream.torch_runner import TorchHopRunner
 
 
 class ReferencedModel(nn.Module):
@@ -49,6 +54,7 @@ class TorchBackend:
         self.graph = ReferencedModel(self.model)
         self.min_samples = int(getattr(model, "min_samples", 1))
         self.hop = frame_hop(model)
+        self.causal = bool(getattr(model, "causal", False))
         arch = getattr(model, "ARCH", type(model).__name__)
         self.description = f"PyTorch {arch} on {self.device}"
 
@@ -62,6 +68,12 @@ class TorchBackend:
     def release_memory(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def hop_runner(self) -> TorchHopRunner:
+        """The model's one-hop step (causal models: long signals stream through it)."""
+        from mbsnet.stream.torch_runner import TorchHopRunner
+
+        return TorchHopRunner(self.model)
 
 
 def enhance_waveform(

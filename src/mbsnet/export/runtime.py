@@ -149,7 +149,8 @@ class OnnxBackend:
         # A causal model's graph has no `reference`: its level is its own running estimate.
         if meta.get("streaming") == "true":
             raise RuntimeSetupError(
-                f"{self.path}: a streaming graph (mbsnet export --streaming); run it with --stream"
+                f"{self.path}: a streaming graph (mbsnet export --streaming); run it with "
+                "mbsnet enhance --stream (and score its output with mbsnet eval --enhanced-dir)"
             )
         if names not in (INPUT_NAMES, INPUT_NAMES[:1]) or "min_samples" not in meta:
             raise RuntimeSetupError(
@@ -162,6 +163,7 @@ class OnnxBackend:
             )
         self.metadata = dict(meta)
         self.uses_reference = names == INPUT_NAMES
+        self.causal = not self.uses_reference  # never chunked (`enhance_array`)
         self.min_samples = int(meta["min_samples"])
         self.hop = int(meta["hop"])
         self.description = f"ONNX {meta.get('arch', 'model')} {self.path.name} on {self.provider}"

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mbsnet import SAMPLE_RATE
+from mbsnet.enhance.backend import is_out_of_memory
 from mbsnet.export.runtime import RuntimeSetupError, create_session
 from mbsnet.stream.streamer import STATE_NAMES
 
@@ -37,6 +39,10 @@ class OnnxHopRunner:
                 f"{self.path}: not a streaming graph written by mbsnet export --streaming "
                 f"(inputs {', '.join(names)})"
             )
+        if int(meta.get("sample_rate", 0)) != SAMPLE_RATE:
+            raise RuntimeSetupError(
+                f"{self.path}: graph runs at {meta.get('sample_rate')} Hz, not {SAMPLE_RATE}"
+            )
         self.metadata = dict(meta)
         self.hop = int(meta["hop"])
         self.delay = int(meta["stream_delay"])
@@ -55,5 +61,10 @@ class OnnxHopRunner:
         self, hop: np.ndarray, state: tuple[np.ndarray, ...]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         feeds = {HOP_INPUT: hop, **dict(zip(STATE_NAMES, state, strict=True))}
-        out, *new_state = self.session.run(self.output_names, feeds)
+        try:
+            out, *new_state = self.session.run(self.output_names, feeds)
+        except Exception as error:  # onnxruntime's errors are not RuntimeErrors
+            if is_out_of_memory(error):
+                raise
+            raise RuntimeError(f"onnxruntime: {error}") from error
         return out, tuple(new_state)

@@ -29,6 +29,10 @@ from mbsnet.export.runtime import INPUT_NAMES, OUTPUT_NAME
 from mbsnet.models import count_parameters
 
 EXPORTER = "torch.onnx.export(dynamo=False)"
+CAUSAL_INPUTS_DOC = (
+    "wave (batch, samples) float32 16 kHz; a causal model sets its gain from its own running "
+    "level, so there is no reference input"
+)
 INPUTS_DOC = (
     "wave (batch, samples) float32 16 kHz; reference (batch, ref_samples) float32: the signal "
     "whose level sets the gain (wave itself, or the whole file when wave is a chunk of it)"
@@ -95,7 +99,7 @@ def graph_metadata(model: nn.Module, checkpoint_sha256: str, precision: str) -> 
         "checkpoint_sha256": checkpoint_sha256,
         "precision": precision,
         "exporter": f"{EXPORTER}, torch {torch.__version__}",
-        "inputs": INPUTS_DOC,
+        "inputs": CAUSAL_INPUTS_DOC if getattr(model, "causal", False) else INPUTS_DOC,
     }
 
 

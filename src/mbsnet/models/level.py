@@ -6,8 +6,11 @@ power of the *active* 20 ms frames: frames within ACTIVE_RANGE_DB of the loudest
 above ACTIVE_FLOOR. Whole-signal RMS would count a file's pauses and a segment's would not, so
 the same speech reached the model at different gains in training and at inference.
 
-Causal models cannot wait for the whole signal: they use `running_mean_square`, the same
-active-power average over the blocks seen so far, updated hop by hop.
+Causal models cannot wait for the whole signal: they use `running_mean_square`, the mean power
+of the hops so far that lie above ACTIVE_FLOOR. It has no threshold relative to the loudest
+part (that would need the future, or a running maximum the ONNX graph cannot scan) and never
+forgets, so long pauses filled with room tone slowly lower the gain (measured: -70 dBFS tone in
+10 s of pauses moved it 4 dB below the whole-file active level).
 
 Written with tensor ops only (no Python branch on values or lengths), so it traces and exports
 with dynamic batch and length.

@@ -47,8 +47,8 @@ def filter_taps_frame(window: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def filter_taps(padded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The products of `apply_complex_mask` on a spectrum that already holds its edge frames.
 
-    Output frame t uses padded frames t, t+1, t+2 with taps 0, 1, 2. The streamer calls this
-    with the two previous frames and the new one.
+    Output frame t uses padded frames t, t+1, t+2 with taps 0, 1, 2 (`filter_taps_frame` is
+    the one-frame form the streamer uses).
     Shape: padded (B, 2, F, T + 2), mask (B, 3, 2, F, T) -> (B, 2, F, T).
     """
     n_frames = padded.shape[-1] - (MASK_TAPS - 1)  # not mask's: its T is baked in traces

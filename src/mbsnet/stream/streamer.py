@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from typing import Any, Protocol
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from mbsnet.enhance.backend import is_torch_module
 
+HOP_TIMES_KEPT = 100_000
+"""`Streamer.hop_seconds` keeps the compute times of this many most recent hops (13 min)."""
 STATE_NAMES = ("analysis", "level", "taps", "synthesis", "conv", "ssm")
 """A causal model's states, in the order its one-hop step takes and returns them (see
 `mbsnet.stream.step.StreamState` for their shapes and meaning)."""
@@ -50,11 +53,14 @@ class Streamer:
     the enhanced samples that are final: the stream lags by `delay` samples plus what waits in
     a partial hop. `flush()` ends the stream and returns the rest, so everything returned,
     concatenated, is the model's offline output on the whole input, sample for sample (to
-    float rounding). After `flush` the streamer starts a new stream.
+    float rounding). After `flush` the streamer starts a new stream (`reset` does so at once).
 
     model: a causal PyTorch model (e.g. preset tiny-causal) or a `HopRunner`.
     Input and output are float32 arrays, (n,) for one channel or (C, n) for C channels
-    streamed together. `hop_seconds` holds the compute time of every hop so far.
+    streamed together; `flush` answers in the form of the last `push`. Samples must be finite
+    (ValueError otherwise: one NaN would poison the running level and the states for good). If
+    the runner fails, the stream is reset and the error re-raised. `hop_seconds` holds the
+    compute times of the last HOP_TIMES_KEPT hops.
     """
 
     def __init__(self, model: Any, channels: int = 1) -> None:
@@ -62,16 +68,22 @@ class Streamer:
         self.channels = channels
         self.hop = self.runner.hop
         self.delay = self.runner.delay
-        self.hop_seconds: list[float] = []
+        self.hop_seconds: collections.deque[float] = collections.deque(maxlen=HOP_TIMES_KEPT)
         self.reset()
 
     def reset(self) -> None:
-        """Forget the stream: silence before the next sample, as at the start."""
+        """Forget the stream (silence before the next sample, as at the start) and the timings."""
+        self._restart()
+        self.hop_seconds.clear()
+
+    def _restart(self) -> None:
+        """A new stream from silence; the hop timings are kept."""
         self.state = self.runner.initial_state(self.channels)
         self._pending = np.zeros((self.channels, 0), np.float32)
         self._to_drop = self.delay  # outputs that fall before the stream's start
         self._received = 0
         self._returned = 0
+        self._mono = self.channels == 1
 
     def _as_block(self, samples: np.ndarray) -> tuple[np.ndarray, bool]:
         block = np.asarray(samples, dtype=np.float32)
@@ -82,6 +94,8 @@ class Streamer:
                 f"expected ({self.channels}, n) samples (or (n,) for one channel), "
                 f"got shape {np.shape(samples)}"
             )
+        if not np.isfinite(block).all():
+            raise ValueError("samples contain NaN or Inf; the stream is unchanged")
         return block, mono
 
     def _run_hops(self, block: np.ndarray) -> np.ndarray:
@@ -100,24 +114,34 @@ class Streamer:
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Feed samples; returns the enhanced samples that are final (possibly none)."""
-        block, mono = self._as_block(samples)
+        block, self._mono = self._as_block(samples)
         self._received += block.shape[1]
         block = np.concatenate([self._pending, block], axis=1)
         whole = block.shape[1] // self.hop * self.hop
         self._pending = block[:, whole:]
-        out = self._run_hops(block[:, :whole])
+        out = self._guarded(block[:, :whole])
         self._returned += out.shape[1]
-        return out[0] if mono else out
+        return out[0] if self._mono else out
 
     def flush(self, mono: bool | None = None) -> np.ndarray:
         """End the stream: pad with silence until every input sample is final; return the rest.
 
-        mono: shape of the result, (n,) or (C, n); default: (n,) for one channel.
+        mono: shape of the result, (n,) or (C, n); default: the form of the last `push`.
         """
+        if mono and self.channels > 1:
+            raise ValueError(f"mono=True, but this stream has {self.channels} channels")
+        single = self._mono if mono is None else mono
         owed = self._received - self._returned
         zeros = (-self._pending.shape[1]) % self.hop + self.delay
         tail = np.concatenate([self._pending, np.zeros((self.channels, zeros), np.float32)], 1)
-        out = self._run_hops(tail)[:, :owed]
-        self.reset()
-        single = self.channels == 1 if mono is None else mono
+        out = self._guarded(tail)[:, :owed]
+        self._restart()
         return out[0] if single else out
+
+    def _guarded(self, block: np.ndarray) -> np.ndarray:
+        """`_run_hops`, resetting the stream if the runner fails (its state is then unknown)."""
+        try:
+            return self._run_hops(block)
+        except Exception:
+            self._restart()
+            raise
