@@ -47,3 +47,19 @@ def test_export_defaults_to_the_bundled_model(tmp_path):
     result = CliRunner().invoke(main, ["export", "-o", str(tmp_path / "m.onnx"), "--no-check"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_bundled_causal_weights_stream_and_improve_the_bundled_example(tmp_path):
+    path = default_checkpoint(causal=True)  # raises if the package has none
+    assert path.stat().st_size < MAX_MB * 2**20
+    assert set(torch.load(path, weights_only=True)["extra"]) == {"trained"}
+    assert model_from_checkpoint(path).causal and resolve_checkpoint("default_causal") == path
+    noisy, clean = EXAMPLES / "noisy_p232_005.wav", EXAMPLES / "clean_p232_005.wav"
+    out = tmp_path / "streamed.wav"
+    args = ["enhance", str(noisy), "-o", str(out), "--stream", "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert f"using the bundled causal default model ({path})" in result.output
+    assert "hops: median" in result.output
+    before = score_against(clean, noisy, ("pesq",))
+    assert score_against(clean, out, ("pesq",))["pesq"] > before["pesq"]
