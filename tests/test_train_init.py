@@ -203,3 +203,15 @@ def test_loader_workers_survive_a_signal_to_the_whole_process_group(tmp_path):
                           timeout=120, start_new_session=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['TERM'] 8"
+
+
+def test_init_from_a_checkpoint_older_than_a_config_field(data_dir, tmp_path):  # noqa: F811
+    """The bundled default predates `causal`: --init with its preset named still works."""
+    _tiny_checkpoint(tmp_path / "source.pt")
+    ckpt = torch.load(tmp_path / "source.pt", weights_only=True)
+    for name in ("causal", "lookahead_frames"):
+        del ckpt["config"][name]
+    torch.save(ckpt, tmp_path / "source.pt")
+    cfg = _cfg(data_dir).apply_overrides([f'model.init="{tmp_path / "source.pt"}"'])
+    assert cfg.model.preset == "tiny"  # asks for the same model, spelled as a preset
+    assert loop.train(cfg, tmp_path / "run", max_steps=1, progress=False).step == 1

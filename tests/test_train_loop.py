@@ -312,6 +312,18 @@ def test_resume_rejects_another_model(data_dir, tmp_path):
         restore_train_state(read_train_state(path), path, other, optimizer)
 
 
+def test_resume_of_a_checkpoint_older_than_a_config_field(data_dir, tmp_path):
+    """A run written before `causal` and `lookahead_frames` existed resumes (their defaults)."""
+    loop.train(_cfg(data_dir), tmp_path, max_steps=1, progress=False)
+    path = tmp_path / "checkpoints/latest.pt"
+    ckpt = torch.load(path, weights_only=True)
+    for name in ("causal", "lookahead_frames"):
+        del ckpt["config"][name]
+    torch.save(ckpt, path)
+    progress = loop.train(None, tmp_path, resume=True, max_steps=2, progress=False)
+    assert progress.step == 2
+
+
 def test_ddp_two_cpu_processes(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     command = [

@@ -53,7 +53,8 @@ def apply_init(cfg: TrainConfig) -> tuple[dict[str, Any], str]:
         model = model_from_checkpoint(ckpt)  # also checks that the weights fit the arch
     except (CheckpointError, FileNotFoundError) as error:
         raise InitError(f"--init: {error}") from None
-    arch, config = ckpt["arch"], dict(ckpt["config"])
+    # The model's own config: fields the checkpoint predates (e.g. `causal`) at their defaults.
+    arch, config = ckpt["arch"], dataclasses.asdict(model.config)
     asked = _asked_model(cfg)
     if asked is not None and asked != (arch, config):
         diff = sorted(k for k in config if asked[1].get(k) != config[k]) if asked[0] == arch else []

@@ -140,8 +140,13 @@ def restore_train_state(
     """
     train = ckpt["extra"]["train"]
     own_config = dataclasses.asdict(model.config)
-    if ckpt["arch"] != model.ARCH or dict(ckpt["config"]) != own_config:
-        diff = sorted(k for k in own_config if ckpt["config"].get(k) != own_config[k])
+    # A field the checkpoint predates takes its default (e.g. `causal`, added later): a run
+    # written before it existed is the same model and must still resume.
+    fields = dataclasses.fields(model.config)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
+    saved = {**defaults, **dict(ckpt["config"])}
+    if ckpt["arch"] != model.ARCH or saved != own_config:
+        diff = sorted(k for k in {*own_config, *saved} if saved.get(k) != own_config.get(k))
         raise CheckpointError(
             path,
             f"written for arch {ckpt['arch']!r} with another model config "
