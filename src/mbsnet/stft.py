@@ -52,6 +52,9 @@ class STFT(nn.Module):
         window = torch.hann_window(n_fft, periodic=True)
         analysis, synthesis = _fourier_bases(n_fft, window)
         self.register_buffer("analysis", analysis, persistent=False)
+        # The float32 basis held exactly in float64 for the exact framing (`analyse(exact=True)`,
+        # `analyse_frame`): converted once here, not per call (a cast by `.float()` loses nothing).
+        self.register_buffer("analysis64", analysis[:, 0].double(), persistent=False)
         self.register_buffer("synthesis", synthesis, persistent=False)
         self.register_buffer("window_sq", window.pow(2).view(1, 1, n_fft), persistent=False)
 
@@ -90,7 +93,7 @@ class STFT(nn.Module):
         sums differ only in order, far below float32's resolution).
         Shape: frame (B, n_fft) -> spectrum (B, 2, F, 1).
         """
-        basis = self.analysis[:, 0].to(torch.float64)  # (2F, n_fft)
+        basis = self.analysis64.to(torch.float64)  # (2F, n_fft); a no-op unless cast
         spec = (frame.to(torch.float64) @ basis.t()).to(frame.dtype)  # (B, 2F)
         return spec.reshape(-1, 2, self.n_bins, 1)
 
@@ -103,7 +106,7 @@ class STFT(nn.Module):
         """
         batch, k = padded.shape[0], self.n_fft // self.hop
         blocks = padded.to(torch.float64).reshape(batch, -1, self.hop)  # (B, T + k - 1, hop)
-        basis = self.analysis[:, 0].to(torch.float64)  # (2F, n_fft)
+        basis = self.analysis64.to(torch.float64)  # (2F, n_fft)
         n_frames = blocks.shape[1] - (k - 1)
         frames = blocks[:, :n_frames] @ basis[:, : self.hop].t()
         for j in range(1, k):

@@ -132,6 +132,34 @@ def create_session(path: str | os.PathLike[str], device: str = "auto",
     return Session(session, running[0], note)
 
 
+def open_graph(
+    path: Path, device: str, threads: int | None
+) -> tuple[Session, dict[str, str], tuple[str, ...]]:
+    """(session, metadata_props, input names) of a graph file; see `create_session`."""
+    opened = create_session(path, device, threads)
+    meta = dict(opened.session.get_modelmeta().custom_metadata_map)
+    return opened, meta, tuple(i.name for i in opened.session.get_inputs())
+
+
+def check_sample_rate(path: Path, meta: dict[str, str]) -> None:
+    """RuntimeSetupError unless the graph's metadata says it runs at SAMPLE_RATE."""
+    if int(meta.get("sample_rate", 0)) != SAMPLE_RATE:
+        raise RuntimeSetupError(
+            f"{path}: graph runs at {meta.get('sample_rate')} Hz, not {SAMPLE_RATE}"
+        )
+
+
+def run_session(session: Any, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list:
+    """`session.run`, its errors as RuntimeError (out-of-memory ones as they are): onnxruntime's
+    own exceptions are not RuntimeErrors, and the file loops catch those per file."""
+    try:
+        return session.run(outputs, feeds)
+    except Exception as error:
+        if is_out_of_memory(error):
+            raise
+        raise RuntimeError(f"onnxruntime: {error}") from error
+
+
 class OnnxBackend:
     """An exported mbsnet graph as a `mbsnet.enhance.backend.Backend`.
 
@@ -142,10 +170,8 @@ class OnnxBackend:
     def __init__(self, path: str | os.PathLike[str], device: str = "auto",
                  threads: int | None = None) -> None:
         self.path = Path(path)
-        opened = create_session(self.path, device, threads)
+        opened, meta, names = open_graph(self.path, device, threads)
         self.session, self.provider, self.note = opened.session, opened.provider, opened.note
-        meta = self.session.get_modelmeta().custom_metadata_map
-        names = tuple(i.name for i in self.session.get_inputs())
         # A causal model's graph has no `reference`: its level is its own running estimate.
         if meta.get("streaming") == "true":
             raise RuntimeSetupError(
@@ -157,11 +183,8 @@ class OnnxBackend:
                 f"{self.path}: not a graph written by mbsnet export (inputs {', '.join(names)}; "
                 f"expected {', '.join(INPUT_NAMES)} and mbsnet metadata)"
             )
-        if int(meta.get("sample_rate", 0)) != SAMPLE_RATE:
-            raise RuntimeSetupError(
-                f"{self.path}: graph runs at {meta.get('sample_rate')} Hz, not {SAMPLE_RATE}"
-            )
-        self.metadata = dict(meta)
+        check_sample_rate(self.path, meta)
+        self.metadata = meta
         self.uses_reference = names == INPUT_NAMES
         self.causal = not self.uses_reference  # never chunked (`enhance_array`)
         self.min_samples = int(meta["min_samples"])
@@ -172,12 +195,7 @@ class OnnxBackend:
         feeds = {"wave": np.ascontiguousarray(wave, dtype=np.float32)}
         if self.uses_reference:
             feeds["reference"] = np.ascontiguousarray(reference, dtype=np.float32)
-        try:
-            return self.session.run([OUTPUT_NAME], feeds)[0]
-        except Exception as error:  # onnxruntime's errors are not RuntimeErrors
-            if is_out_of_memory(error):
-                raise
-            raise RuntimeError(f"onnxruntime: {error}") from error
+        return run_session(self.session, [OUTPUT_NAME], feeds)[0]
 
     def release_memory(self) -> None:
         """Nothing to do: onnxruntime keeps its arena, reused by the next (smaller) run."""

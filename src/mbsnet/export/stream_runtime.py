@@ -8,9 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbsnet import SAMPLE_RATE
-from mbsnet.enhance.backend import is_out_of_memory
-from mbsnet.export.runtime import RuntimeSetupError, create_session
+from mbsnet.export.runtime import RuntimeSetupError, check_sample_rate, open_graph, run_session
 from mbsnet.stream.streamer import STATE_NAMES
 
 HOP_INPUT = "hop"
@@ -30,20 +28,15 @@ class OnnxHopRunner:
         self, path: str | os.PathLike[str], device: str = "auto", threads: int | None = None
     ) -> None:
         self.path = Path(path)
-        opened = create_session(self.path, device, threads)
+        opened, meta, names = open_graph(self.path, device, threads)
         self.session, self.provider = opened.session, opened.provider
-        meta = self.session.get_modelmeta().custom_metadata_map
-        names = tuple(i.name for i in self.session.get_inputs())
         if meta.get("streaming") != "true" or names != (HOP_INPUT, *STATE_NAMES):
             raise RuntimeSetupError(
                 f"{self.path}: not a streaming graph written by mbsnet export --streaming "
                 f"(inputs {', '.join(names)})"
             )
-        if int(meta.get("sample_rate", 0)) != SAMPLE_RATE:
-            raise RuntimeSetupError(
-                f"{self.path}: graph runs at {meta.get('sample_rate')} Hz, not {SAMPLE_RATE}"
-            )
-        self.metadata = dict(meta)
+        check_sample_rate(self.path, meta)
+        self.metadata = meta
         self.hop = int(meta["hop"])
         self.delay = int(meta["stream_delay"])
         self.state_shapes = json.loads(meta["states"])
@@ -61,10 +54,5 @@ class OnnxHopRunner:
         self, hop: np.ndarray, state: tuple[np.ndarray, ...]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         feeds = {HOP_INPUT: hop, **dict(zip(STATE_NAMES, state, strict=True))}
-        try:
-            out, *new_state = self.session.run(self.output_names, feeds)
-        except Exception as error:  # onnxruntime's errors are not RuntimeErrors
-            if is_out_of_memory(error):
-                raise
-            raise RuntimeError(f"onnxruntime: {error}") from error
+        out, *new_state = run_session(self.session, self.output_names, feeds)
         return out, tuple(new_state)
