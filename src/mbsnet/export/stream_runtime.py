@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from mbsnet.export.runtime import RuntimeSetupError, check_sample_rate, open_graph, run_session
-from mbsnet.stream.streamer import STATE_NAMES
 
 HOP_INPUT = "hop"
 OUTPUT_NAME = "enhanced"
@@ -20,8 +19,9 @@ NEXT_PREFIX = "next_"
 class OnnxHopRunner:
     """One hop of a streaming graph in onnxruntime; the states are plain float32 arrays.
 
-    The state shapes come from the graph's metadata_props ("states", with "batch" for the
-    number of channels), so only graphs written by `mbsnet export --streaming` are accepted.
+    The state names and shapes come from the graph's metadata_props ("states", in input order,
+    with "batch" for the number of channels), so only graphs written by `mbsnet export
+    --streaming` are accepted.
     """
 
     def __init__(
@@ -30,7 +30,16 @@ class OnnxHopRunner:
         self.path = Path(path)
         opened, meta, names = open_graph(self.path, device, threads)
         self.session, self.provider = opened.session, opened.provider
-        if meta.get("streaming") != "true" or names != (HOP_INPUT, *STATE_NAMES):
+        try:
+            self.state_shapes = json.loads(meta["states"]) if "states" in meta else {}
+        except ValueError:
+            self.state_shapes = {}
+        self.state_names = tuple(self.state_shapes)
+        if (
+            meta.get("streaming") != "true"
+            or not self.state_names
+            or names != (HOP_INPUT, *self.state_names)
+        ):
             raise RuntimeSetupError(
                 f"{self.path}: not a streaming graph written by mbsnet export --streaming "
                 f"(inputs {', '.join(names)})"
@@ -39,20 +48,19 @@ class OnnxHopRunner:
         self.metadata = meta
         self.hop = int(meta["hop"])
         self.delay = int(meta["stream_delay"])
-        self.state_shapes = json.loads(meta["states"])
-        self.output_names = [OUTPUT_NAME, *(NEXT_PREFIX + name for name in STATE_NAMES)]
+        self.output_names = [OUTPUT_NAME, *(NEXT_PREFIX + name for name in self.state_names)]
         self.description = f"ONNX {meta.get('arch', 'model')} (streaming) on {self.provider}"
 
     def initial_state(self, channels: int) -> tuple[np.ndarray, ...]:
         """Zeros of the documented shapes, `batch` = channels."""
         return tuple(
             np.zeros([channels if d == "batch" else d for d in self.state_shapes[name]], np.float32)
-            for name in STATE_NAMES
+            for name in self.state_names
         )
 
     def __call__(
         self, hop: np.ndarray, state: tuple[np.ndarray, ...]
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        feeds = {HOP_INPUT: hop, **dict(zip(STATE_NAMES, state, strict=True))}
+        feeds = {HOP_INPUT: hop, **dict(zip(self.state_names, state, strict=True))}
         out, *new_state = run_session(self.session, self.output_names, feeds)
         return out, tuple(new_state)

@@ -1,9 +1,10 @@
 """Record a causal model's one-hop step (`mbsnet.stream.StreamStep`) as a stateful ONNX graph.
 
-Inputs: `hop` (batch, hop) float32 and the states of STATE_NAMES; outputs: `enhanced`
-(batch, hop) and the new states `next_<name>`. The state shapes, the hop, the delay of the
-output and the algorithmic latency are computed and written to metadata_props; the initial
-state is zeros of those shapes. Same exporter as the offline graph (`mbsnet.export.writer`).
+Inputs: `hop` (batch, hop) float32, then the states (`StreamStep.state_names`); outputs:
+`enhanced` (batch, hop) and the new states `next_<name>`. The state shapes, the hop, the
+delay of the output and the algorithmic latency are computed and written to metadata_props;
+the initial state is zeros of those shapes. Same exporter as the offline graph
+(`mbsnet.export.writer`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mbsnet.export.parity import ParityResult, snr_db
 from mbsnet.export.stream_runtime import HOP_INPUT, NEXT_PREFIX, OUTPUT_NAME, OnnxHopRunner
 from mbsnet.export.writer import first_line, graph_metadata, graph_opset
 from mbsnet.stream.step import StreamStep
-from mbsnet.stream.streamer import STATE_NAMES, Streamer
+from mbsnet.stream.streamer import Streamer
 
 STREAM_CHECK_SECONDS = (0.7, 3.0)
 """Lengths (and a 2-channel batch at the second) of the streaming parity check."""
@@ -44,8 +45,9 @@ def record_stream_graph(model: nn.Module, opset: int = DEFAULT_OPSET) -> Any:
     step = stream_step(model)
     state = step.initial_state(1)
     hop = 0.1 * torch.randn(1, step.hop, generator=torch.Generator().manual_seed(0))
-    outputs = [OUTPUT_NAME, *(NEXT_PREFIX + name for name in STATE_NAMES)]
-    dynamic = {name: {0: "batch"} for name in (HOP_INPUT, *STATE_NAMES, *outputs)}
+    names = step.state_names
+    outputs = [OUTPUT_NAME, *(NEXT_PREFIX + name for name in names)]
+    dynamic = {name: {0: "batch"} for name in (HOP_INPUT, *names, *outputs)}
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -56,7 +58,7 @@ def record_stream_graph(model: nn.Module, opset: int = DEFAULT_OPSET) -> Any:
                 buffer,
                 dynamo=False,
                 opset_version=opset,
-                input_names=[HOP_INPUT, *STATE_NAMES],
+                input_names=[HOP_INPUT, *names],
                 output_names=outputs,
                 dynamic_axes=dynamic,
             )
@@ -86,9 +88,9 @@ def stream_metadata(model: nn.Module, checkpoint_sha256: str) -> dict[str, str]:
             "initial_state": "zeros of the shapes in 'states' (batch = streams side by side)",
             "inputs": (
                 f"{HOP_INPUT} (batch, {step.hop}) float32 16 kHz, then the states "
-                f"{', '.join(STATE_NAMES)}; outputs {OUTPUT_NAME} (batch, {step.hop}), "
+                f"{', '.join(step.state_names)}; outputs {OUTPUT_NAME} (batch, {step.hop}), "
                 f"lagging the input by stream_delay samples, then "
-                f"{', '.join(NEXT_PREFIX + n for n in STATE_NAMES)}"
+                f"{', '.join(NEXT_PREFIX + n for n in step.state_names)}"
             ),
         }
     )

@@ -22,6 +22,8 @@ class BandLayout(nn.Module):
         bin_index (K, W): the bin held by each slot (0 for padding slots)
         slot_mask (K, W): 1 for real slots, 0 for padding
         valid_slots (F,): flat slot index of every bin, in bin order (undoes the padding)
+        frame_slots (K, 2W): for slot w of band k, real and imaginary part side by side, the
+            position in a flat (2F,) frame spectrum (real parts, then imaginary; streaming)
     """
 
     def __init__(self, band_widths: tuple[int, ...], n_bins: int) -> None:
@@ -43,6 +45,8 @@ class BandLayout(nn.Module):
         self.register_buffer("bin_index", bin_index, persistent=False)
         self.register_buffer("slot_mask", slot_mask, persistent=False)
         self.register_buffer("valid_slots", valid_slots, persistent=False)
+        frame_slots = torch.stack([bin_index, bin_index + n_bins], dim=-1).flatten(1)
+        self.register_buffer("frame_slots", frame_slots, persistent=False)
 
     def gather_bins(self, per_bin: torch.Tensor) -> torch.Tensor:
         """Arrange a per-bin table into the padded band grid, padding slots zeroed.
@@ -78,14 +82,11 @@ class BandSplit(nn.Module):
             self.weight.uniform_(-1.0, 1.0).mul_(bound.view(-1, 1, 1))
 
     def frame(self, spec: torch.Tensor) -> torch.Tensor:
-        """`forward` on one frame, with constant sizes (streaming).
+        """`forward` on one frame (streaming): the band slots are one gather, no permute.
 
-        Shape: spectrum (B, 2, F, 1) -> features (B, K, d_model).
+        Shape: flat spectrum (B, 2F), real parts then imaginary -> features (B, K, d_model).
         """
-        layout = self.layout
-        bands = spec[:, :, layout.bin_index, 0]  # (B, 2, K, W)
-        bands = bands.permute(0, 2, 3, 1).reshape(-1, layout.n_bands, layout.max_width * 2)
-        return self._project(bands)
+        return self._project(spec[:, self.layout.frame_slots])  # (B, K, W*2)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         layout = self.layout
@@ -111,8 +112,8 @@ class BandSplit(nn.Module):
         shift = time_axis(layout.gather_bins(self.norm_bias).flatten(1))
         normed = normed * gain + shift
         weight = layout.gather_bins(self.weight).flatten(1, 2)  # (K, W*2, D)
-        if frame:
-            return torch.einsum("bkw,kwd->bkd", normed, weight) + self.bias
+        if frame:  # a batched matmul over the bands (measured faster than einsum in onnxruntime)
+            return (normed.unsqueeze(-2) @ weight).squeeze(-2) + self.bias
         return torch.matmul(normed, weight) + self.bias[:, None, :]
 
 
@@ -139,7 +140,8 @@ class BandToBins(nn.Module):
         layout = self.layout
         weight = layout.gather_bins(self.weight).flatten(1, 2)  # (K, W*O, d_in)
         bias = layout.gather_bins(self.bias).flatten(1)  # (K, W*O)
-        out = torch.einsum("kod,bkd->bko", weight, features) + bias  # (B, K, W*O)
+        out = features.unsqueeze(-2) @ weight.transpose(1, 2)  # (B, K, 1, W*O)
+        out = out.reshape(-1, layout.n_bands, weight.shape[1]) + bias
         out = out.reshape(-1, layout.n_bands * layout.max_width, self.out_per_bin)
         return out.index_select(1, layout.valid_slots).transpose(1, 2)  # (B, O, F)
 

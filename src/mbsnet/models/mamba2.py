@@ -289,7 +289,7 @@ class Mamba2(nn.Module):
         return conv, ssm.to(device)
 
     def step(
-        self, u: Tensor, conv_state: Tensor, ssm_state: Tensor
+        self, u: Tensor, conv_state: Tensor, ssm_state: Tensor, lead: tuple[int, ...] = ()
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One time step of `forward`, carrying its history in two states (streaming).
 
@@ -297,30 +297,35 @@ class Mamba2(nn.Module):
         rounding: the same projections, the causal conv over the kept inputs, and the scan's
         recurrence S_t = exp(dt_t A) S_{t-1} + dt_t x_t ⊗ B_t, y_t = S_t · C_t + D x_t.
 
-        Shape: u (batch, d_model), states as `initial_state` -> (y (batch, d_model), conv, ssm).
+        Shape: u (batch, *lead, d_model), states as `initial_state` with the same leading
+        dimensions -> (y (batch, *lead, d_model), conv, ssm). `lead` (constant sizes, e.g. the
+        bands) lets a caller keep its layout: a state reshaped on every step is a copy.
         """
         # Sizes are constants or -1 (no shape reads), which keeps the streaming graph lean.
         z, xbc, dt = torch.split(self.in_proj(u), [self.d_inner, self.conv_dim, self.nheads], -1)
-        window = torch.cat([conv_state, xbc.unsqueeze(1)], dim=1)  # (batch, d_conv, conv_dim)
+        time_axis = len(lead) + 1
+        window = torch.cat([conv_state, xbc.unsqueeze(time_axis)], dim=time_axis)
         taps = self.conv1d.weight[:, 0, :].t()  # (d_conv, conv_dim), oldest tap first
-        xbc = F.silu((window * taps).sum(1) + self.conv1d.bias)
+        xbc = F.silu((window * taps).sum(time_axis) + self.conv1d.bias)
         groups_width = self.ngroups * self.d_state
         x, B, C = torch.split(xbc, [self.d_inner, groups_width, groups_width], dim=-1)
         dtype = _scan_dtype(x.dtype)
         repeat = self.nheads // self.ngroups
+        heads = (-1, *lead, self.nheads, 1, 1)  # per-head scalars over (headdim, d_state)
+        per_head = (self.nheads, 1, 1)  # the same for the per-head parameters
         with autocast_off(u.device):
-            x = x.to(dtype).reshape(-1, self.nheads, self.headdim)
-            dt = F.softplus(dt.to(dtype) + self.dt_bias.to(dtype))  # (batch, nheads)
-            decay = torch.exp(dt * -torch.exp(self.A_log.to(dtype)))
-            B = B.to(dtype).reshape(-1, self.ngroups, 1, self.d_state)
-            C = C.to(dtype).reshape(-1, self.ngroups, 1, self.d_state)
+            x = x.to(dtype).reshape(-1, *lead, self.nheads, self.headdim, 1)
+            dt = F.softplus(dt.to(dtype).reshape(heads) + self.dt_bias.to(dtype).reshape(per_head))
+            decay = torch.exp(dt * -torch.exp(self.A_log.to(dtype)).reshape(per_head))
+            B = B.to(dtype).reshape(-1, *lead, self.ngroups, 1, self.d_state)
+            C = C.to(dtype).reshape(-1, *lead, self.ngroups, self.d_state, 1)
             if self.ngroups > 1:  # one group broadcasts over the heads as it is
-                B = B.expand(-1, -1, repeat, -1).reshape(-1, self.nheads, 1, self.d_state)
-                C = C.expand(-1, -1, repeat, -1).reshape(-1, self.nheads, 1, self.d_state)
-            ssm_state = ssm_state * decay[..., None, None] + (dt[..., None] * x)[..., None] * B
-            y = (ssm_state * C).sum(-1) + x * self.D.to(dtype).unsqueeze(-1)
-        y = self.norm(y.reshape(-1, self.d_inner), z.to(y.dtype)).to(z.dtype)
-        return self.out_proj(y), window[:, 1:], ssm_state
+                B = B.repeat_interleave(repeat, dim=-3)
+                C = C.repeat_interleave(repeat, dim=-3)
+            ssm_state = ssm_state * decay + (dt * x) * B  # (..., nheads, headdim, d_state)
+            y = ssm_state @ C + x * self.D.to(dtype).reshape(per_head)  # (..., headdim, 1)
+        y = self.norm(y.reshape(-1, *lead, self.d_inner), z.to(y.dtype)).to(z.dtype)
+        return self.out_proj(y), window.narrow(time_axis, 1, self.d_conv - 1), ssm_state
 
     def _fused_forward(self, u: Tensor) -> Tensor:
         """The whole layer after in_proj in mamba_ssm's fused kernel, on this module's parameters.

@@ -32,16 +32,21 @@ def apply_complex_mask(
     return filter_taps(nn.functional.pad(spec, pad), mask)
 
 
-def filter_taps_frame(window: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def filter_taps_frame(window: torch.Tensor, mask: torch.Tensor, n_bins: int) -> torch.Tensor:
     """`filter_taps` for one output frame (streaming): frames t-2, t-1, t in, frame t out.
 
-    Shape: window (B, 2, F, 3), mask (B, 3, 2, F) -> (B, 2, F, 1).
+    Frames and mask taps are flat, real parts then imaginary, so the complex products are
+    two element-wise products with the frames as they are and with real and imaginary parts
+    swapped; the sums over taps come first (the same terms as `filter_taps`, summed in
+    another order).
+    Shape: window (B, 3, 2F), mask (B, 3, 2F), n_bins = F -> (B, 2F).
     """
-    x = window.permute(0, 3, 1, 2)  # (B, 3, 2, F): tap, real/imaginary, bin
-    x_re, x_im, m_re, m_im = x[:, :, 0], x[:, :, 1], mask[:, :, 0], mask[:, :, 1]
-    real = (m_re * x_re - m_im * x_im).sum(1)
-    imag = (m_re * x_im + m_im * x_re).sum(1)
-    return torch.stack([real, imag], dim=1).unsqueeze(-1)
+    swapped = torch.cat([window[..., n_bins:], window[..., :n_bins]], dim=-1)
+    direct = (mask * window).sum(1)  # (B, 2F): m_re x_re | m_im x_im
+    crossed = (mask * swapped).sum(1)  # m_re x_im | m_im x_re
+    real = direct[:, :n_bins] - direct[:, n_bins:]
+    imag = crossed[:, :n_bins] + crossed[:, n_bins:]
+    return torch.cat([real, imag], dim=-1)
 
 
 def filter_taps(padded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

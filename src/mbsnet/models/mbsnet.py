@@ -98,14 +98,13 @@ class EncoderBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One frame of a forward-only block (see `Mamba2.step` for the states).
 
-        Shape: h (B, K, D) -> (B, K, D), states of the B*K band sequences updated.
+        Shape: h (B, K, D) -> (B, K, D); states (B, K, ...) of the band sequences, updated.
         """
-        bands, d = self.band_mixer.fc1.in_features, self.time_forward.d_model
-        # constant sizes and -1 (no shape reads): the streaming graph stays lean
+        bands = self.band_mixer.fc1.in_features
         y, conv_state, ssm_state = self.time_forward.step(
-            self.time_norm(h).reshape(-1, d), conv_state, ssm_state
+            self.time_norm(h), conv_state, ssm_state, lead=(bands,)
         )
-        h = h + y.reshape(-1, bands, d)
+        h = h + y
         return h + self.band_mixer.frame(self.band_norm(h)), conv_state, ssm_state
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -136,9 +135,12 @@ class MaskDecoder(nn.Module):
         return per_bin.unflatten(1, (MASK_TAPS, 2))
 
     def frame(self, h: torch.Tensor) -> torch.Tensor:
-        """`forward` on one frame (streaming). Shape: (B, K, D) -> mask (B, 3, 2, F)."""
+        """`forward` on one frame (streaming): each tap's mask flat, real parts then imaginary.
+
+        Shape: (B, K, D) -> mask (B, 3, 2F).
+        """
         per_bin = self.to_bins.frame(self.act(self.bottleneck(self.norm(h))))  # (B, 6, F)
-        return per_bin.reshape(-1, MASK_TAPS, 2, self.to_bins.layout.n_bins)
+        return per_bin.reshape(-1, MASK_TAPS, 2 * self.to_bins.layout.n_bins)
 
 
 class MBSNet(MaskingEnhancer):

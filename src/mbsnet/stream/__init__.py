@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mbsnet.stream.streamer import STATE_NAMES, HopRunner, Streamer
+from mbsnet.stream.streamer import HopRunner, Streamer
 
-__all__ = ["STATE_NAMES", "HopRunner", "StreamStep", "Streamer"]
+__all__ = ["HopRunner", "StreamStep", "Streamer"]
 
 
 def __getattr__(name: str) -> Any:

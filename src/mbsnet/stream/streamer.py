@@ -12,9 +12,6 @@ from mbsnet.enhance.backend import is_torch_module
 
 HOP_TIMES_KEPT = 100_000
 """`Streamer.hop_seconds` keeps the compute times of this many most recent hops (13 min)."""
-STATE_NAMES = ("analysis", "level", "taps", "synthesis", "conv", "ssm")
-"""A causal model's states, in the order its one-hop step takes and returns them (see
-`mbsnet.stream.step.StreamState` for their shapes and meaning)."""
 
 
 class HopRunner(Protocol):

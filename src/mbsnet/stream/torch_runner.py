@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mbsnet.models import model_device
-from mbsnet.stream.step import StreamState, StreamStep
+from mbsnet.stream.step import StreamStep
 
 
 class TorchHopRunner:
@@ -20,10 +20,12 @@ class TorchHopRunner:
         self.delay = self.step.model.stream_delay
         self.description = f"PyTorch {self.step.model.ARCH} (streaming) on {self.device}"
 
-    def initial_state(self, channels: int) -> StreamState:
+    def initial_state(self, channels: int) -> tuple[torch.Tensor, ...]:
         return self.step.initial_state(channels)
 
     @torch.inference_mode()
-    def __call__(self, hop: np.ndarray, state: StreamState) -> tuple[np.ndarray, StreamState]:
+    def __call__(
+        self, hop: np.ndarray, state: tuple[torch.Tensor, ...]
+    ) -> tuple[np.ndarray, tuple[torch.Tensor, ...]]:
         out, *new_state = self.step(torch.from_numpy(hop).to(self.device), *state)
-        return out.cpu().numpy(), StreamState(*new_state)
+        return out.cpu().numpy(), tuple(new_state)
