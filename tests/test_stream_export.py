@@ -160,18 +160,22 @@ def test_an_onnxruntime_failure_fails_one_file_and_the_others_go_on(streamed, tm
 
     _, graph, _, _ = streamed
     runner = OnnxHopRunner(graph, device="cpu", threads=1)
-    run_graph, calls = runner.session.run, {"n": 0}
+    session, calls = runner.session, {"n": 0}
 
     class Fail(Exception):  # onnxruntime's own errors derive from Exception only
         pass
 
-    def flaky(names, feeds):
-        calls["n"] += 1
-        if calls["n"] == 900:
-            raise Fail("[ONNXRuntimeError] injected")
-        return run_graph(names, feeds)
+    class Flaky:  # the session, failing on one hop (the CPU runner's io_binding path)
+        def io_binding(self):
+            return session.io_binding()
 
-    runner.session = type("S", (), {"run": staticmethod(flaky)})()
+        def run_with_iobinding(self, binding):
+            calls["n"] += 1
+            if calls["n"] == 900:
+                raise Fail("[ONNXRuntimeError] injected")
+            return session.run_with_iobinding(binding)
+
+    runner.session = Flaky()
     folder = tmp_path / "in"
     folder.mkdir()
     noisy, rate = sf.read(BUNDLED_EXAMPLE, dtype="float32")
@@ -181,3 +185,24 @@ def test_an_onnxruntime_failure_fails_one_file_and_the_others_go_on(streamed, tm
     assert [p.name for p, _ in report.failed] == ["b.wav"]  # hop 900 falls in the second file
     assert "onnxruntime: [ONNXRuntimeError] injected" in report.failed[0][1]
     assert sorted(p.name for p, _ in report.done) == ["a.wav", "c.wav"]
+
+
+def test_bound_buffers_and_plain_session_runs_agree(streamed):
+    """The CPU runner's io_binding state (updated in place) equals session.run on arrays."""
+    from mbsnet.export.stream_runtime import BoundState
+
+    _, graph, _, _ = streamed
+    runner = OnnxHopRunner(graph, device="cpu", threads=1)
+    bound = runner.initial_state(2)
+    assert isinstance(bound, BoundState)
+    plain = tuple(np.array(a) for a in bound.arrays)
+    noisy, _ = sf.read(BUNDLED_EXAMPLE, dtype="float32")
+    hops = np.stack([noisy, noisy[::-1]])[:, : 40 * runner.hop].reshape(2, 40, runner.hop)
+    for t in range(hops.shape[1]):
+        hop = np.ascontiguousarray(hops[:, t])
+        got, same = runner(hop, bound)
+        want, plain = runner(hop, plain)
+        assert same is bound and isinstance(plain, tuple)
+        np.testing.assert_array_equal(got, want)
+    for now, expected in zip(bound.arrays, plain, strict=True):
+        np.testing.assert_array_equal(now, expected)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mbsnet.export.runtime import RuntimeSetupError, check_sample_rate, open_graph, run_session
+from mbsnet.export.runtime import (
+    CPU,
+    RuntimeSetupError,
+    check_sample_rate,
+    is_out_of_memory,
+    open_graph,
+    run_session,
+)
 
 HOP_INPUT = "hop"
 OUTPUT_NAME = "enhanced"
@@ -16,12 +23,63 @@ NEXT_PREFIX = "next_"
 """Output names of the new states: next_analysis, next_level, ..."""
 
 
+class BoundState:
+    """A stream's states in two fixed sets of float32 buffers bound to the session (CPU).
+
+    Each hop reads one set and writes the other (`run`), so nothing is allocated or converted
+    per hop: onnxruntime's io_binding instead of `session.run` (measured: per-hop time 0.92x,
+    identical output). `arrays` are the current states. Updated in place by every hop.
+    """
+
+    def __init__(self, runner: OnnxHopRunner, arrays: tuple[np.ndarray, ...]) -> None:
+        import onnxruntime as ort
+
+        channels = arrays[0].shape[0]
+        self.hop = np.zeros((channels, runner.hop), np.float32)
+        self.out = np.zeros_like(self.hop)
+        first = [np.array(a, dtype=np.float32, order="C") for a in arrays]
+        self._sides = (first, [np.zeros_like(a) for a in first])
+        values = [[ort.OrtValue.ortvalue_from_numpy(a) for a in side] for side in self._sides]
+        hop_value = ort.OrtValue.ortvalue_from_numpy(self.hop)
+        out_value = ort.OrtValue.ortvalue_from_numpy(self.out)
+        self._bindings = []
+        for side in (0, 1):
+            binding = runner.session.io_binding()
+            binding.bind_ortvalue_input(HOP_INPUT, hop_value)
+            binding.bind_ortvalue_output(OUTPUT_NAME, out_value)
+            for name, now, after in zip(
+                runner.state_names, values[side], values[1 - side], strict=True
+            ):
+                binding.bind_ortvalue_input(name, now)
+                binding.bind_ortvalue_output(NEXT_PREFIX + name, after)
+            self._bindings.append(binding)
+        self._side = 0
+        self._session = runner.session
+
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return tuple(self._sides[self._side])
+
+    def run(self, hop: np.ndarray) -> np.ndarray:
+        """One hop: (channels, hop) in, the enhanced hop out (a new array)."""
+        self.hop[...] = hop
+        try:
+            self._session.run_with_iobinding(self._bindings[self._side])
+        except Exception as error:  # as `run_session`: onnxruntime's errors as RuntimeError
+            if is_out_of_memory(error):
+                raise
+            raise RuntimeError(f"onnxruntime: {error}") from error
+        self._side ^= 1
+        return self.out.copy()
+
+
 class OnnxHopRunner:
-    """One hop of a streaming graph in onnxruntime; the states are plain float32 arrays.
+    """One hop of a streaming graph in onnxruntime.
 
     The state names and shapes come from the graph's metadata_props ("states", in input order,
     with "batch" for the number of channels), so only graphs written by `mbsnet export
-    --streaming` are accepted.
+    --streaming` are accepted. On the CPU provider a stream's state is a `BoundState`, updated
+    in place by each hop (use the state returned); elsewhere a tuple of float32 arrays.
     """
 
     def __init__(
@@ -51,16 +109,19 @@ class OnnxHopRunner:
         self.output_names = [OUTPUT_NAME, *(NEXT_PREFIX + name for name in self.state_names)]
         self.description = f"ONNX {meta.get('arch', 'model')} (streaming) on {self.provider}"
 
-    def initial_state(self, channels: int) -> tuple[np.ndarray, ...]:
+    def initial_state(self, channels: int) -> BoundState | tuple[np.ndarray, ...]:
         """Zeros of the documented shapes, `batch` = channels."""
-        return tuple(
+        zeros = tuple(
             np.zeros([channels if d == "batch" else d for d in self.state_shapes[name]], np.float32)
             for name in self.state_names
         )
+        return BoundState(self, zeros) if self.provider == CPU else zeros
 
     def __call__(
-        self, hop: np.ndarray, state: tuple[np.ndarray, ...]
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        self, hop: np.ndarray, state: BoundState | tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, BoundState | tuple[np.ndarray, ...]]:
+        if isinstance(state, BoundState):
+            return state.run(hop), state
         feeds = {HOP_INPUT: hop, **dict(zip(self.state_names, state, strict=True))}
         out, *new_state = run_session(self.session, self.output_names, feeds)
         return out, tuple(new_state)

@@ -30,7 +30,10 @@ class HopRunner(Protocol):
         ...
 
     def __call__(self, hop: np.ndarray, state: Any) -> tuple[np.ndarray, Any]:
-        """Shape: hop (channels, hop) float32 -> (enhanced hop (channels, hop), new state)."""
+        """Shape: hop (channels, hop) float32 -> (enhanced hop (channels, hop), new state).
+
+        A runner may update `state` in place and return it: callers use only the state returned.
+        """
         ...
 
 
