@@ -69,9 +69,9 @@ def test_exact_analysis_matches_and_is_the_same_for_one_frame_or_many():
     assert (streamed - flat).abs().max() <= 1e-6 * flat.abs().max()
 
 
-@pytest.mark.parametrize("n_fft, hop", [(512, 128), (256, 64), (510, 170), (34, 17), (26, 13)])
+@pytest.mark.parametrize("n_fft, hop", [(512, 128), (256, 64), (510, 170), (34, 17), (2, 1)])
 def test_single_frame_transforms_match_the_direct_bases(n_fft, hop):
-    """FrameDFT / FrameIDFT (two stages, or the direct product when n_fft has no factor)."""
+    """FrameDFT / FrameIDFT in two stages, whatever the factors of n_fft (2: 1 x 2)."""
     stft = STFT(n_fft, hop)
     frame = torch.randn(3, n_fft, dtype=torch.float64)
     want = frame @ stft.analysis64.t()
