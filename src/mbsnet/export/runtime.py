@@ -150,10 +150,15 @@ def check_sample_rate(path: Path, meta: dict[str, str]) -> None:
 
 
 def run_session(session: Any, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list:
-    """`session.run`, its errors as RuntimeError (out-of-memory ones as they are): onnxruntime's
-    own exceptions are not RuntimeErrors, and the file loops catch those per file."""
+    """`session.run`, its errors as RuntimeError (see `run_guarded`)."""
+    return run_guarded(session.run, outputs, feeds)
+
+
+def run_guarded(call: Any, *args: Any) -> Any:
+    """`call(*args)` of onnxruntime, its errors as RuntimeError (out-of-memory ones as they are):
+    onnxruntime's own exceptions are not RuntimeErrors, and the file loops catch those per file."""
     try:
-        return session.run(outputs, feeds)
+        return call(*args)
     except Exception as error:
         if is_out_of_memory(error):
             raise

@@ -12,8 +12,8 @@ from mbsnet.export.runtime import (
     CPU,
     RuntimeSetupError,
     check_sample_rate,
-    is_out_of_memory,
     open_graph,
+    run_guarded,
     run_session,
 )
 
@@ -63,12 +63,7 @@ class BoundState:
     def run(self, hop: np.ndarray) -> np.ndarray:
         """One hop: (channels, hop) in, the enhanced hop out (a new array)."""
         self.hop[...] = hop
-        try:
-            self._session.run_with_iobinding(self._bindings[self._side])
-        except Exception as error:  # as `run_session`: onnxruntime's errors as RuntimeError
-            if is_out_of_memory(error):
-                raise
-            raise RuntimeError(f"onnxruntime: {error}") from error
+        run_guarded(self._session.run_with_iobinding, self._bindings[self._side])
         self._side ^= 1
         return self.out.copy()
 

@@ -39,7 +39,8 @@ def filter_taps_frame(window: torch.Tensor, mask: torch.Tensor, n_bins: int) -> 
     two element-wise products with the frames as they are and with real and imaginary parts
     swapped; the sums over taps come first (the same terms as `filter_taps`, summed in
     another order).
-    Shape: window (B, 3, 2F), mask (B, 3, 2F), n_bins = F -> (B, 2F).
+    n_bins (F) is passed, not read from a shape, so the traced graph holds a constant.
+    Shape: window (B, 3, 2F), mask (B, 3, 2F) -> (B, 2F).
     """
     swapped = torch.cat([window[..., n_bins:], window[..., :n_bins]], dim=-1)
     direct = (mask * window).sum(1)  # (B, 2F): m_re x_re | m_im x_im
