@@ -310,20 +310,24 @@ class Mamba2(nn.Module):
         groups_width = self.ngroups * self.d_state
         x, B, C = torch.split(xbc, [self.d_inner, groups_width, groups_width], dim=-1)
         dtype = _scan_dtype(x.dtype)
-        repeat = self.nheads // self.ngroups
-        heads = (-1, *lead, self.nheads, 1, 1)  # per-head scalars over (headdim, d_state)
-        per_head = (self.nheads, 1, 1)  # the same for the per-head parameters
+        # A group's heads share B and C, so its heads' rows stack into one matrix of
+        # (heads per group * headdim) rows: the outer product and the read-out are then one
+        # small matmul per group (measured faster in onnxruntime than broadcasting over heads).
+        grouped = (-1, *lead, self.ngroups, self.d_inner // self.ngroups)
+        heads = (-1, *lead, self.nheads, self.headdim, 1)
+        per_head = (self.nheads, 1, 1)  # per-head parameters over (headdim, 1)
         with autocast_off(u.device):
-            x = x.to(dtype).reshape(-1, *lead, self.nheads, self.headdim, 1)
-            dt = F.softplus(dt.to(dtype).reshape(heads) + self.dt_bias.to(dtype).reshape(per_head))
+            x = x.to(dtype).reshape(heads)
+            dt = dt.to(dtype).reshape(-1, *lead, self.nheads, 1, 1)
+            dt = F.softplus(dt + self.dt_bias.to(dtype).reshape(per_head))
             decay = torch.exp(dt * -torch.exp(self.A_log.to(dtype)).reshape(per_head))
             B = B.to(dtype).reshape(-1, *lead, self.ngroups, 1, self.d_state)
             C = C.to(dtype).reshape(-1, *lead, self.ngroups, self.d_state, 1)
-            if self.ngroups > 1:  # one group broadcasts over the heads as it is
-                B = B.repeat_interleave(repeat, dim=-3)
-                C = C.repeat_interleave(repeat, dim=-3)
-            ssm_state = ssm_state * decay + (dt * x) * B  # (..., nheads, headdim, d_state)
-            y = ssm_state @ C + x * self.D.to(dtype).reshape(per_head)  # (..., headdim, 1)
+            update = (dt * x).reshape(*grouped, 1) @ B  # (..., groups, rows, d_state)
+            state_shape = (-1, *lead, self.nheads, self.headdim, self.d_state)
+            ssm_state = ssm_state * decay + update.reshape(state_shape)
+            read = ssm_state.reshape(*grouped, self.d_state) @ C  # (..., groups, rows, 1)
+            y = read.reshape(heads) + x * self.D.to(dtype).reshape(per_head)
         y = self.norm(y.reshape(-1, *lead, self.d_inner), z.to(y.dtype)).to(z.dtype)
         return self.out_proj(y), window.narrow(time_axis, 1, self.d_conv - 1), ssm_state
 
