@@ -41,7 +41,7 @@ import soundfile as sf
 import torch
 
 from mbsnet import SAMPLE_RATE
-from mbsnet.export.stream_runtime import OnnxHopRunner
+from mbsnet.export.stream_runtime import BoundState, OnnxHopRunner
 from mbsnet.export.streaming import record_stream_graph, stream_metadata
 from mbsnet.export.writer import finish_graph
 from mbsnet.models import count_parameters, create_model, preset_config
@@ -74,43 +74,32 @@ def _stream(runner, wave: np.ndarray) -> np.ndarray:
 
 
 class _PeerRunner:
-    """A stateful ONNX graph stepped frame by frame, outputs 1.. fed back to inputs 1..,
-    in two sets of io-bound buffers (as `BoundState` does for mbsnet's graphs)."""
+    """A stateful ONNX graph stepped frame by frame, outputs 1.. fed back to inputs 1.., in a
+    `BoundState` as mbsnet's own streaming graphs are."""
 
     def __init__(self, path: str) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        shape = lambda arg: [d if isinstance(d, int) else 1 for d in arg.shape]  # noqa: E731
-        self.frame = np.zeros(shape(inputs[0]), np.float32)
-        self.out = np.zeros(shape(outputs[0]), np.float32)
-        states = [[np.zeros(shape(arg), np.float32) for arg in inputs[1:]] for _ in range(2)]
-        values = [[ort.OrtValue.ortvalue_from_numpy(a) for a in side] for side in states]
-        frame_value = ort.OrtValue.ortvalue_from_numpy(self.frame)
-        out_value = ort.OrtValue.ortvalue_from_numpy(self.out)
-        self._bindings = []
-        for side in (0, 1):
-            binding = self.session.io_binding()
-            binding.bind_ortvalue_input(inputs[0].name, frame_value)
-            binding.bind_ortvalue_output(outputs[0].name, out_value)
-            pairs = zip(inputs[1:], outputs[1:], values[side], values[1 - side], strict=True)
-            for arg, out, now, after in pairs:
-                binding.bind_ortvalue_input(arg.name, now)
-                binding.bind_ortvalue_output(out.name, after)
-            self._bindings.append(binding)
-        self._side = 0
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        shape = lambda arg: tuple(d if isinstance(d, int) else 1 for d in arg.shape)  # noqa: E731
+        self.frame_shape = shape(inputs[0])
+        self.state = BoundState(
+            session,
+            [np.zeros(shape(arg), np.float32) for arg in inputs[1:]],
+            (inputs[0].name, self.frame_shape),
+            (outputs[0].name, shape(outputs[0])),
+            [(arg.name, out.name) for arg, out in zip(inputs[1:], outputs[1:], strict=True)],
+        )
 
     def time_frames(self, n_frames: int) -> np.ndarray:
         """Per-frame compute seconds of n_frames random frames, after a warm-up."""
         rng = np.random.default_rng(0)
-        frames = (0.1 * rng.standard_normal((n_frames, *self.frame.shape))).astype(np.float32)
+        frames = (0.1 * rng.standard_normal((n_frames, *self.frame_shape))).astype(np.float32)
         seconds = []
         for i, frame in enumerate(np.concatenate([frames[:WARMUP_HOPS], frames])):
             began = time.perf_counter()
-            self.frame[...] = frame
-            self.session.run_with_iobinding(self._bindings[self._side])
-            self._side ^= 1
+            self.state.run(frame)
             if i >= WARMUP_HOPS:
                 seconds.append(time.perf_counter() - began)
         return np.array(seconds)

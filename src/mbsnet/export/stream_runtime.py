@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,14 +31,24 @@ class BoundState:
     Each hop reads one set and writes the other (`run`), so nothing is allocated or converted
     per hop: onnxruntime's io_binding instead of `session.run` (measured: per-hop time 0.92x,
     identical output). `arrays` are the current states. Updated in place by every hop.
+
+    Works for any stateful graph that takes (frame, *states) and returns (output, *next
+    states): `frame` and `output` are (name, shape), `state_io` pairs each state input's name
+    with the output that holds its next value, in the order of `arrays`.
     """
 
-    def __init__(self, runner: OnnxHopRunner, arrays: tuple[np.ndarray, ...]) -> None:
+    def __init__(
+        self,
+        session: Any,
+        arrays: Sequence[np.ndarray],
+        frame: tuple[str, tuple[int, ...]],
+        output: tuple[str, tuple[int, ...]],
+        state_io: Sequence[tuple[str, str]],
+    ) -> None:
         import onnxruntime as ort
 
-        channels = arrays[0].shape[0]
-        self.hop = np.zeros((channels, runner.hop), np.float32)
-        self.out = np.zeros_like(self.hop)
+        self.hop = np.zeros(frame[1], np.float32)
+        self.out = np.zeros(output[1], np.float32)
         first = [np.array(a, dtype=np.float32, order="C") for a in arrays]
         self._sides = (first, [np.zeros_like(a) for a in first])
         values = [[ort.OrtValue.ortvalue_from_numpy(a) for a in side] for side in self._sides]
@@ -44,24 +56,24 @@ class BoundState:
         out_value = ort.OrtValue.ortvalue_from_numpy(self.out)
         self._bindings = []
         for side in (0, 1):
-            binding = runner.session.io_binding()
-            binding.bind_ortvalue_input(HOP_INPUT, hop_value)
-            binding.bind_ortvalue_output(OUTPUT_NAME, out_value)
-            for name, now, after in zip(
-                runner.state_names, values[side], values[1 - side], strict=True
+            binding = session.io_binding()
+            binding.bind_ortvalue_input(frame[0], hop_value)
+            binding.bind_ortvalue_output(output[0], out_value)
+            for (name, next_name), now, after in zip(
+                state_io, values[side], values[1 - side], strict=True
             ):
                 binding.bind_ortvalue_input(name, now)
-                binding.bind_ortvalue_output(NEXT_PREFIX + name, after)
+                binding.bind_ortvalue_output(next_name, after)
             self._bindings.append(binding)
         self._side = 0
-        self._session = runner.session
+        self._session = session
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:
         return tuple(self._sides[self._side])
 
     def run(self, hop: np.ndarray) -> np.ndarray:
-        """One hop: (channels, hop) in, the enhanced hop out (a new array)."""
+        """One hop (the frame's shape) in, the output out (a new array)."""
         self.hop[...] = hop
         run_guarded(self._session.run_with_iobinding, self._bindings[self._side])
         self._side ^= 1
@@ -110,7 +122,11 @@ class OnnxHopRunner:
             np.zeros([channels if d == "batch" else d for d in self.state_shapes[name]], np.float32)
             for name in self.state_names
         )
-        return BoundState(self, zeros) if self.provider == CPU else zeros
+        if self.provider != CPU:
+            return zeros
+        frame = (channels, self.hop)
+        state_io = [(name, NEXT_PREFIX + name) for name in self.state_names]
+        return BoundState(self.session, zeros, (HOP_INPUT, frame), (OUTPUT_NAME, frame), state_io)
 
     def __call__(
         self, hop: np.ndarray, state: BoundState | tuple[np.ndarray, ...]
