@@ -27,7 +27,7 @@ from mbsnet.train import (
     scan_pairs,
 )
 from mbsnet.train.files import AudioFile, load_mono, read_region
-from mbsnet.train.mixing import EQ_BANDS, EQ_RANGE_HZ, eq_filter
+from mbsnet.train.mixing import EQ_BANDS, EQ_RANGE_HZ, eq_filter, tilt_gains
 
 SR = 16000
 
@@ -500,3 +500,45 @@ def test_eq_colours_input_and_target_alike_and_leaves_other_mixtures(mix_files):
         assert np.allclose(clean_b, scale * expect, atol=1e-4)
         assert np.allclose(noisy_b, scale * np.convolve(noisy_a, fir, "same"), atol=1e-4)
     assert "EQ p=1.00 +-9 dB" in eq.describe() and "EQ" not in plain.describe()
+
+
+def test_noise_tilt_colours_the_noise_alone_and_leaves_other_mixtures(mix_files):
+    plain = MixingTrainSet(mix_files["speech"], mix_files["noise"], seed=3, segment_seconds=1.0)
+    tilted = MixingTrainSet(
+        mix_files["speech"], mix_files["noise"], seed=3, segment_seconds=1.0,
+        noise_tilt_probability=1.0, noise_tilt_db_per_octave=(-9.0, -6.0),
+    )  # fmt: skip
+    for i in range(len(plain)):
+        a, b = plain.params(i), tilted.params(i)
+        assert b.noise_tilt is not None and -9.0 <= b.noise_tilt <= -6.0
+        assert dataclasses.replace(b, noise_tilt=None) == a  # every other choice unchanged
+        noisy_a, clean_a = plain.render(a)
+        noisy_b, clean_b = tilted.render(b)
+        # the target is untouched up to the level gain; the SNR is set after the tilt
+        scale = np.dot(clean_b, clean_a) / np.dot(clean_a, clean_a)
+        assert np.allclose(clean_b, scale * clean_a, atol=1e-5)
+        assert abs(_snr(noisy_b, clean_b) - b.snr_db) < 0.5
+        # the noise lost its highs against its lows: a tilt of <= -6 dB/octave
+        def high_to_low(x):
+            spec = np.abs(np.fft.rfft(x)) ** 2
+            f = np.fft.rfftfreq(len(x), 1 / SR)
+            return spec[(f > 3000) & (f < 7000)].sum() / spec[(f > 150) & (f < 700)].sum()
+
+        drop = 10 * np.log10(high_to_low(noisy_b - clean_b) / high_to_low(noisy_a - clean_a))
+        assert drop < -12.0
+    assert "noise tilt p=1.00 U(-9, -6) dB/octave" in tilted.describe()
+    assert np.allclose(tilt_gains(0.0), 0.0)
+    assert tilt_gains(-6.0)[0] > 0 > tilt_gains(-6.0)[-1]
+
+
+def test_noiseless_items_are_the_speech_alone(mix_files):
+    ds = MixingTrainSet(
+        mix_files["speech"], mix_files["noise"], seed=5, segment_seconds=1.0,
+        noiseless_probability=1.0, rir_probability=0.0,
+    )  # fmt: skip
+    for i in range(len(ds)):
+        noisy, clean, _ = ds[i]
+        assert ds.params(i).noiseless and torch.equal(noisy, clean)
+    assert "noiseless p=1.00" in ds.describe()
+    with pytest.raises(ValueError, match="noiseless_probability"):
+        MixingTrainSet(mix_files["speech"], mix_files["noise"], noiseless_probability=1.5)

@@ -88,6 +88,16 @@ class DataSection:
         0.0, "mixing: probability of a random EQ (the same on the noisy input and the target)"
     )
     eq_db: float = _f(6.0, "mixing: the EQ's largest boost or cut, dB")
+    noise_tilt_probability: float = _f(
+        0.0, "mixing: probability of a random spectral tilt of the noise alone (before the SNR)"
+    )
+    noise_tilt_db_per_octave: list[float] = field(
+        default_factory=lambda: [-9.0, 3.0],
+        metadata=_meta("mixing: range of that tilt [low, high], dB per octave around 1 kHz"),
+    )
+    noiseless_probability: float = _f(
+        0.0, "mixing: probability of an item without noise (the model learns to pass clean input)"
+    )
 
 
 @dataclass
@@ -281,6 +291,10 @@ def _validate(cfg: TrainConfig) -> None:
         "data.rir_probability": 0.0 <= cfg.data.rir_probability <= 1.0,
         "data.eq_probability": 0.0 <= cfg.data.eq_probability <= 1.0,
         "data.eq_db": 0.0 <= cfg.data.eq_db <= 24.0,
+        "data.noise_tilt_probability": 0.0 <= cfg.data.noise_tilt_probability <= 1.0,
+        "data.noise_tilt_db_per_octave": _is_range(cfg.data.noise_tilt_db_per_octave)
+        and max(map(abs, cfg.data.noise_tilt_db_per_octave)) <= 24.0,
+        "data.noiseless_probability": 0.0 <= cfg.data.noiseless_probability <= 1.0,
         "data.valid_holdout": 0.0 < cfg.data.valid_holdout < 1.0,
         "validation.mixing_items": cfg.validation.mixing_items >= 1,
         "validation.every_steps": cfg.validation.every_steps >= 0,

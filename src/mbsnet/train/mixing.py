@@ -18,6 +18,14 @@ mix at a random SNR, then scale the pair to a random level. Decisions, documente
   uniform in +-`eq_db` at EQ_BANDS log-spaced frequencies (100 Hz .. 7 kHz), interpolated over
   log frequency and applied as a linear-phase FIR of EQ_TAPS taps (`eq_filter`). The SNR is
   set before the EQ, so the recorded SNR moves with it.
+- Noise colour (with probability `noise_tilt_probability`, default 0): the noise alone gets a
+  random spectral tilt, uniform in `noise_tilt_db_per_octave` (gains slope * log2(f / 1 kHz) at
+  the EQ bands, the same FIR as the EQ), before the SNR is set. Recorded noise is mostly
+  low-frequency (DEMAND, vehicles, machines), so speech above a few kHz is often clean in the
+  mixture: without this the noise files here are flatter than that, and a model trained on them
+  learns to cut clean high-frequency speech.
+- Noiseless items (with probability `noiseless_probability`, default 0): the mixture is the
+  speech alone (reverberant when reverberated), so the model learns to pass clean input.
 - Level: noisy and clean are scaled alike so the mixture RMS is uniform in `level_dbfs`
   (default -35..-15 dBFS); if either peak then exceeds 0.99 both are scaled down to 0.99.
 """
@@ -53,6 +61,7 @@ PEAK_LIMIT = 0.99
 EQ_BANDS = 6
 EQ_TAPS = 511
 EQ_RANGE_HZ = (100.0, 7000.0)
+TILT_PIVOT_HZ = 1000.0
 
 
 def eq_filter(gains_db: Sequence[float], taps: int = EQ_TAPS) -> np.ndarray:
@@ -68,6 +77,12 @@ def eq_filter(gains_db: Sequence[float], taps: int = EQ_TAPS) -> np.ndarray:
     curve = 10 ** (np.interp(log_f, np.log(centres), np.asarray(gains_db, float)) / 20)
     impulse = np.roll(np.fft.irfft(curve, n_fft), taps // 2)[:taps]
     return (impulse * np.hanning(taps + 2)[1:-1]).astype(np.float64)
+
+
+def tilt_gains(slope_db_per_octave: float) -> tuple[float, ...]:
+    """EQ gains (`eq_filter`) of a spectral tilt: slope * log2(f / TILT_PIVOT_HZ) at the bands."""
+    centres = np.geomspace(*EQ_RANGE_HZ, num=EQ_BANDS)
+    return tuple(float(g) for g in slope_db_per_octave * np.log2(centres / TILT_PIVOT_HZ))
 
 
 def active_power(x: np.ndarray) -> float:
@@ -126,6 +141,10 @@ class MixParams:
     level_dbfs: float
     eq_db: tuple[float, ...] | None = None
     """Gains of the random EQ at its bands (see `eq_filter`); None: no EQ."""
+    noise_tilt: float | None = None
+    """Spectral tilt of the noise alone, dB per octave (see `tilt_gains`); None: as recorded."""
+    noiseless: bool = False
+    """The mixture is the speech alone."""
 
 
 class _MixingBase(Dataset):
@@ -143,6 +162,9 @@ class _MixingBase(Dataset):
         seed: int,
         eq_probability: float = 0.0,
         eq_db: float = 6.0,
+        noise_tilt_probability: float = 0.0,
+        noise_tilt_db_per_octave: tuple[float, float] = (-9.0, 3.0),
+        noiseless_probability: float = 0.0,
     ):
         self.speech_scan = scan_audio_files(speech_files, "speech")
         self.noise_scan = scan_audio_files(noise_files, "noise")
@@ -152,7 +174,9 @@ class _MixingBase(Dataset):
                 raise DataError(f"no usable {scan.role} files: {scan.summary()}")
         if rir_files and not self.rir_scan.files:
             raise DataError(f"RIR files given but none usable: {self.rir_scan.summary()}")
-        for name, (lo, hi) in (("snr_db", snr_db), ("level_dbfs", level_dbfs)):
+        ranges = (("snr_db", snr_db), ("level_dbfs", level_dbfs),
+                  ("noise_tilt_db_per_octave", noise_tilt_db_per_octave))  # fmt: skip
+        for name, (lo, hi) in ranges:
             if not lo <= hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
         if not 0.0 <= rir_probability <= 1.0:
@@ -161,6 +185,13 @@ class _MixingBase(Dataset):
             raise ValueError(f"need eq_probability in [0, 1] and eq_db >= 0, got "
                              f"{eq_probability}, {eq_db}")  # fmt: skip
         self.eq_probability, self.eq_db = float(eq_probability), float(eq_db)
+        for name, value in (("noise_tilt_probability", noise_tilt_probability),
+                            ("noiseless_probability", noiseless_probability)):  # fmt: skip
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        self.noise_tilt_probability = float(noise_tilt_probability)
+        self.noise_tilt_db_per_octave = tuple(float(v) for v in noise_tilt_db_per_octave)
+        self.noiseless_probability = float(noiseless_probability)
         self.segment = seconds_to_samples(segment_seconds, "segment_seconds")
         self.snr_db, self.level_dbfs = tuple(snr_db), tuple(level_dbfs)
         self.rir_probability = float(rir_probability) if self.rir_scan.files else 0.0
@@ -185,7 +216,17 @@ class _MixingBase(Dataset):
             use_eq = rng.random() < self.eq_probability
             gains = tuple(float(g) for g in rng.uniform(-self.eq_db, self.eq_db, EQ_BANDS))
             eq = gains if use_eq else None
-        return MixParams(speech, speech_start, noise, noise_start, rir, snr, level, eq)
+        # Likewise, each later option draws only when it is on.
+        tilt = None
+        if self.noise_tilt_probability > 0:
+            use_tilt = rng.random() < self.noise_tilt_probability
+            slope = float(rng.uniform(*self.noise_tilt_db_per_octave))
+            tilt = slope if use_tilt else None
+        p_clean = self.noiseless_probability
+        noiseless = bool(p_clean > 0 and rng.random() < p_clean)
+        return MixParams(
+            speech, speech_start, noise, noise_start, rir, snr, level, eq, tilt, noiseless
+        )
 
     def _noise(self, p: MixParams) -> np.ndarray:
         if p.noise.length >= self.segment:
@@ -204,8 +245,14 @@ class _MixingBase(Dataset):
             mixed = _fft_convolve_tail(history, h, self.segment)
             early = h[: round(EARLY_REVERB_MS * SAMPLE_RATE / 1000)]
             target = _fft_convolve_tail(history, early, self.segment)
-        noise = self._noise(p)
-        noisy = mixed + np.float32(_noise_gain(mixed, noise, p.snr_db)) * noise
+        if p.noiseless:
+            noisy = mixed.copy()
+        else:
+            noise = self._noise(p)
+            if p.noise_tilt is not None:
+                fir = eq_filter(tilt_gains(p.noise_tilt))
+                noise = np.convolve(noise, fir, "same").astype(np.float32)
+            noisy = mixed + np.float32(_noise_gain(mixed, noise, p.snr_db)) * noise
         if p.eq_db is not None:
             fir = eq_filter(p.eq_db)
             noisy = np.convolve(noisy, fir, "same").astype(np.float32)
@@ -229,6 +276,11 @@ class _MixingBase(Dataset):
             else "no reverb"
         )
         eq = f", EQ p={self.eq_probability:.2f} +-{self.eq_db:g} dB" if self.eq_probability else ""
+        if self.noise_tilt_probability:
+            lo, hi = self.noise_tilt_db_per_octave
+            eq += f", noise tilt p={self.noise_tilt_probability:.2f} U({lo:g}, {hi:g}) dB/octave"
+        if self.noiseless_probability:
+            eq += f", noiseless p={self.noiseless_probability:.2f}"
         return (
             f"{self.segment / SAMPLE_RATE:.2f} s, SNR U{self.snr_db} dB on active speech, "
             f"level U{self.level_dbfs} dBFS, {reverb}{eq}, seed {self.seed}"
@@ -265,6 +317,9 @@ class MixingTrainSet(_MixingBase):
         seed: int = 0,
         eq_probability: float = 0.0,
         eq_db: float = 6.0,
+        noise_tilt_probability: float = 0.0,
+        noise_tilt_db_per_octave: tuple[float, float] = (-9.0, 3.0),
+        noiseless_probability: float = 0.0,
     ):
         super().__init__(
             speech_files,
@@ -277,6 +332,9 @@ class MixingTrainSet(_MixingBase):
             seed,
             eq_probability,
             eq_db,
+            noise_tilt_probability,
+            noise_tilt_db_per_octave,
+            noiseless_probability,
         )
         self.epoch = 0
 
@@ -320,6 +378,9 @@ class MixingValidationSet(_MixingBase):
         seed: int = 1234,
         eq_probability: float = 0.0,
         eq_db: float = 6.0,
+        noise_tilt_probability: float = 0.0,
+        noise_tilt_db_per_octave: tuple[float, float] = (-9.0, 3.0),
+        noiseless_probability: float = 0.0,
     ):
         super().__init__(
             speech_files,
@@ -332,6 +393,9 @@ class MixingValidationSet(_MixingBase):
             seed,
             eq_probability,
             eq_db,
+            noise_tilt_probability,
+            noise_tilt_db_per_octave,
+            noiseless_probability,
         )
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")

@@ -128,6 +128,9 @@ def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     mix = {"snr_db": tuple(d.snr_db), "rir_probability": d.rir_probability}
     mix["level_dbfs"] = tuple(d.level_dbfs)
     mix.update(eq_probability=d.eq_probability, eq_db=d.eq_db)
+    mix.update(noise_tilt_probability=d.noise_tilt_probability,
+               noise_tilt_db_per_octave=tuple(d.noise_tilt_db_per_octave),
+               noiseless_probability=d.noiseless_probability)  # fmt: skip
     rirs = collect_audio_files(d.rir_dirs) if d.rir_dirs else None
     (speech, valid_speech), (noise, valid_noise) = files["speech"], files["noise"]
     train = MixingTrainSet(speech, noise, rirs, d.segment_seconds, seed=cfg.train.seed, **mix)
