@@ -62,6 +62,8 @@ EQ_BANDS = 6
 EQ_TAPS = 511
 EQ_RANGE_HZ = (100.0, 7000.0)
 TILT_PIVOT_HZ = 1000.0
+NOISE_TILT_RANGE = (-9.0, 3.0)
+"""Default range of the noise's spectral tilt, dB per octave."""
 
 
 def eq_filter(gains_db: Sequence[float], taps: int = EQ_TAPS) -> np.ndarray:
@@ -83,6 +85,11 @@ def tilt_gains(slope_db_per_octave: float) -> tuple[float, ...]:
     """EQ gains (`eq_filter`) of a spectral tilt: slope * log2(f / TILT_PIVOT_HZ) at the bands."""
     centres = np.geomspace(*EQ_RANGE_HZ, num=EQ_BANDS)
     return tuple(float(g) for g in slope_db_per_octave * np.log2(centres / TILT_PIVOT_HZ))
+
+
+def _filtered(x: np.ndarray, gains_db: Sequence[float]) -> np.ndarray:
+    """x through `eq_filter(gains_db)`, same length, float32."""
+    return np.convolve(x, eq_filter(gains_db), "same").astype(np.float32)
 
 
 def active_power(x: np.ndarray) -> float:
@@ -163,7 +170,7 @@ class _MixingBase(Dataset):
         eq_probability: float = 0.0,
         eq_db: float = 6.0,
         noise_tilt_probability: float = 0.0,
-        noise_tilt_db_per_octave: tuple[float, float] = (-9.0, 3.0),
+        noise_tilt_db_per_octave: tuple[float, float] = NOISE_TILT_RANGE,
         noiseless_probability: float = 0.0,
     ):
         self.speech_scan = scan_audio_files(speech_files, "speech")
@@ -250,13 +257,10 @@ class _MixingBase(Dataset):
         else:
             noise = self._noise(p)
             if p.noise_tilt is not None:
-                fir = eq_filter(tilt_gains(p.noise_tilt))
-                noise = np.convolve(noise, fir, "same").astype(np.float32)
+                noise = _filtered(noise, tilt_gains(p.noise_tilt))
             noisy = mixed + np.float32(_noise_gain(mixed, noise, p.snr_db)) * noise
         if p.eq_db is not None:
-            fir = eq_filter(p.eq_db)
-            noisy = np.convolve(noisy, fir, "same").astype(np.float32)
-            target = np.convolve(target, fir, "same").astype(np.float32)
+            noisy, target = _filtered(noisy, p.eq_db), _filtered(target, p.eq_db)
         rms = float(np.sqrt(np.mean(np.square(noisy, dtype=np.float64))))
         gain = 10 ** (p.level_dbfs / 20) / rms if rms > 0 else 1.0
         peak = gain * max(float(np.abs(noisy).max()), float(np.abs(target).max()))
@@ -275,15 +279,18 @@ class _MixingBase(Dataset):
             if self.rir_probability
             else "no reverb"
         )
-        eq = f", EQ p={self.eq_probability:.2f} +-{self.eq_db:g} dB" if self.eq_probability else ""
+        extras = ""
+        if self.eq_probability:
+            extras += f", EQ p={self.eq_probability:.2f} +-{self.eq_db:g} dB"
         if self.noise_tilt_probability:
             lo, hi = self.noise_tilt_db_per_octave
-            eq += f", noise tilt p={self.noise_tilt_probability:.2f} U({lo:g}, {hi:g}) dB/octave"
+            tilt = f"U({lo:g}, {hi:g}) dB/octave"
+            extras += f", noise tilt p={self.noise_tilt_probability:.2f} {tilt}"
         if self.noiseless_probability:
-            eq += f", noiseless p={self.noiseless_probability:.2f}"
+            extras += f", noiseless p={self.noiseless_probability:.2f}"
         return (
             f"{self.segment / SAMPLE_RATE:.2f} s, SNR U{self.snr_db} dB on active speech, "
-            f"level U{self.level_dbfs} dBFS, {reverb}{eq}, seed {self.seed}"
+            f"level U{self.level_dbfs} dBFS, {reverb}{extras}, seed {self.seed}"
         )
 
     def summary(self) -> str:
@@ -318,7 +325,7 @@ class MixingTrainSet(_MixingBase):
         eq_probability: float = 0.0,
         eq_db: float = 6.0,
         noise_tilt_probability: float = 0.0,
-        noise_tilt_db_per_octave: tuple[float, float] = (-9.0, 3.0),
+        noise_tilt_db_per_octave: tuple[float, float] = NOISE_TILT_RANGE,
         noiseless_probability: float = 0.0,
     ):
         super().__init__(
@@ -379,7 +386,7 @@ class MixingValidationSet(_MixingBase):
         eq_probability: float = 0.0,
         eq_db: float = 6.0,
         noise_tilt_probability: float = 0.0,
-        noise_tilt_db_per_octave: tuple[float, float] = (-9.0, 3.0),
+        noise_tilt_db_per_octave: tuple[float, float] = NOISE_TILT_RANGE,
         noiseless_probability: float = 0.0,
     ):
         super().__init__(
