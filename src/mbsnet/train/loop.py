@@ -25,7 +25,7 @@ from mbsnet.train.run import Run, TrainingError, build_run, check_in_sync, pick_
 from mbsnet.train.saving import prune_epoch_checkpoints, save_latest, save_to
 from mbsnet.train.state import Progress, read_train_state, restore_train_state
 from mbsnet.train.step import generator_forward, train_step
-from mbsnet.train.validation import ValidationInterrupted, validate
+from mbsnet.train.validation import ValidationInterrupted, clean_passthrough_snr, validate
 
 __all__ = ["ConfigError", "TrainingError", "train", "train_step", "validate"]
 
@@ -38,10 +38,16 @@ def _validate(run: Run) -> tuple[float, float]:
         enhanced, result = generator_forward(run, noisy, clean, lengths, run.model, None)
         return enhanced, float(result.total)
 
+    def should_stop() -> bool:
+        return run.stop.signal_name is not None
+
     start = time.monotonic()
     pesq, loss, count = validate(
-        run.model, run.valid_set, loss_fn, run.device, run.valid_pool,
-        should_stop=lambda: run.stop.signal_name is not None,
+        run.model, run.valid_set, loss_fn, run.device, run.valid_pool, should_stop=should_stop
+    )
+    passthrough = clean_passthrough_snr(
+        run.model, run.valid_set, lambda clean, lengths: loss_fn(clean, clean, lengths)[0],
+        run.device, should_stop,
     )  # fmt: skip
     p.last_validation_step, run.last_pesq = p.step, pesq
     seconds = time.monotonic() - start
@@ -57,12 +63,13 @@ def _validate(run: Run) -> tuple[float, float]:
     run.logger.info(
         f"validation at step {p.step}: PESQ {pesq:.3f} ({pesq - p.noisy_pesq:+.3f} over the "
         f"noisy input's {p.noisy_pesq:.3f}) over {count} item(s), loss {loss:.4f}, "
-        f"best {p.best_pesq:.3f} (step {p.best_step}){' *' if improved else ''} "
-        f"[{seconds:.1f} s]"
+        f"best {p.best_pesq:.3f} (step {p.best_step}){' *' if improved else ''}; "
+        f"clean speech through the model: SNR {passthrough:.1f} dB [{seconds:.1f} s]"
     )
     run.files.validation(
         {"step": p.step, "epoch": p.epoch, "valid_pesq": pesq, "valid_loss": loss,
          "pesq_count": count, "best_pesq": p.best_pesq, "noisy_pesq": p.noisy_pesq,
+         "clean_passthrough_snr_db": passthrough,
          "time_s": round(seconds, 1)}
     )  # fmt: skip
     if es.patience and p.bad_validations >= es.patience:

@@ -23,7 +23,7 @@ STEP_FIELDS = (
 )
 VALIDATION_FIELDS = (
     "step", "epoch", "valid_pesq", "valid_loss", "pesq_count", "best_pesq", "noisy_pesq",
-    "time_s",
+    "clean_passthrough_snr_db", "time_s",
 )
 # fmt: on
 EPOCH_FIELDS = ("epoch", "step", "train_loss", "valid_loss", "valid_pesq", "best_pesq", "time_s")
