@@ -182,26 +182,3 @@ def test_bf16_autocast_leaves_the_transforms_in_float32(tiny, monkeypatch):
         out = tiny(wave)
     assert out.dtype == torch.float32
     assert (out - wave).abs().max() < 1e-5 * wave.abs().max()  # a bf16 transform: ~1e-2
-
-
-def test_exported_blocks_run_the_bands_in_groups_with_the_same_result():
-    from mbsnet.models.mbsnet import EXPORT_BAND_GROUP, EncoderBlock
-
-    torch.manual_seed(0)
-    config = preset_config("tiny")
-    n_bands = BandLayout(BAND_WIDTHS_16K, config.n_fft // 2 + 1).n_bands
-    assert 0 < EXPORT_BAND_GROUP < n_bands and n_bands % EXPORT_BAND_GROUP  # a short last group
-    block = EncoderBlock(config, n_bands).eval()
-    h = torch.randn(2, n_bands, 37, config.d_model)
-    with torch.no_grad():
-        eager = block(h)
-        grouped = torch.jit.trace(block, h)  # tracing counts as exporting
-        block.export_band_group = 0
-        whole = torch.jit.trace(block, h)
-    def projections(traced) -> int:
-        return sum(n.kind() == "aten::linear" for n in traced.inlined_graph.nodes())
-
-    # each group of bands gets its own copy of the time layers' projections
-    assert projections(grouped) == -(-n_bands // EXPORT_BAND_GROUP) * projections(whole) > 0
-    torch.testing.assert_close(grouped(h), eager, rtol=0, atol=1e-6)
-    torch.testing.assert_close(whole(h), eager, rtol=0, atol=1e-6)

@@ -14,10 +14,6 @@ from torch import nn
 from mbsnet.models.bands import BandLayout, BandToBins
 from mbsnet.models.mamba2 import Mamba2
 from mbsnet.models.masking import MASK_TAPS, MaskingEnhancer
-from mbsnet.models.tracing import is_exporting
-
-EXPORT_BAND_GROUP = 8
-"""Bands per group of the time layers in an exported graph (see `EncoderBlock.forward`)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,6 @@ class EncoderBlock(nn.Module):
         self.time_backward = Mamba2(d, **mamba_args) if config.bidirectional else None
         self.band_norm = nn.LayerNorm(d)
         self.band_mixer = BandMixer(n_bands, config.mixer_hidden)
-        self.export_band_group = EXPORT_BAND_GROUP
 
     def step(
         self, h: torch.Tensor, conv_state: torch.Tensor, ssm_state: torch.Tensor
@@ -112,26 +107,13 @@ class EncoderBlock(nn.Module):
         h = h + y
         return h + self.band_mixer.frame(self.band_norm(h)), conv_state, ssm_state
 
-    def _time_residual(self, h: torch.Tensor) -> torch.Tensor:
-        """h plus the time layers' output on its band sequences. Shape: (B, K', T, D) kept."""
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, k, t, d = h.shape
-        z = self.time_norm(h).reshape(b * k, t, d)
+        z = self.time_norm(h).view(b * k, t, d)
         y = self.time_forward(z)
         if self.time_backward is not None:
             y = y + self.time_backward(z.flip(1)).flip(1)
-        return h + y.view(b, k, t, d)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        group, bands = self.export_band_group, self.band_mixer.fc1.in_features
-        if is_exporting() and 0 < group < bands:
-            # The bands' sequences are independent in the time layers, so an exported graph
-            # runs them a group of bands at a time: each group's intermediates (~15 MB for all
-            # bands of 10 s) then stay in cache between the layer's many element-wise ops.
-            # Same arithmetic; onnxruntime at 1 thread, base at 10 s: see benchmarks/bench_onnx.
-            sizes = [group] * (bands // group) + [bands % group] * (bands % group > 0)
-            h = torch.cat([self._time_residual(part) for part in h.split(sizes, dim=1)], dim=1)
-        else:
-            h = self._time_residual(h)
+        h = h + y.view(b, k, t, d)
         return h + self.band_mixer(self.band_norm(h))
 
 
