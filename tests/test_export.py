@@ -265,6 +265,25 @@ def test_fp16_graph_keeps_float32_io_and_reports_snr_and_pesq(exported, tmp_path
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
 
 
+def test_fp16_sort_puts_nodes_in_topological_order_keeping_ties():
+    from onnx import helper
+
+    from mbsnet.export.fp16 import sort_topology
+
+    def node(op, inputs, output):
+        return helper.make_node(op, inputs, [output], name=output)
+
+    # Out of order: "c" needs "b", which needs "a"; "d" needs only the graph input.
+    nodes = [node("Relu", ["b"], "c"), node("Relu", ["x"], "d"), node("Relu", ["a"], "b"),
+             node("Relu", ["x"], "a"), node("Add", ["c", "d"], "y")]  # fmt: skip
+    info = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [info("x", onnx.TensorProto.FLOAT, [1])],
+                              [info("y", onnx.TensorProto.FLOAT, [1])])  # fmt: skip
+    sort_topology(graph)
+    assert [n.name for n in graph.node] == ["d", "a", "b", "c", "y"]
+    onnx.checker.check_model(helper.make_model(graph))
+
+
 def test_bsrnn_exports_with_parity(tmp_path):
     torch.manual_seed(0)
     ckpt = tmp_path / "bsrnn.pt"
