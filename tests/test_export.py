@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from mbsnet.checkpoint import save_checkpoint
 from mbsnet.cli import main
 from mbsnet.enhance.torch_backend import TorchBackend
+from mbsnet.eval.metrics import snr_db
 from mbsnet.export import build
 from mbsnet.export.build import BUNDLED_EXAMPLE, export_checkpoint
 from mbsnet.export.common import MIN_SNR_DB
-from mbsnet.export.parity import snr_db
 from mbsnet.models import count_parameters, create_model, preset_config
 from mbsnet.models.tracing import is_exporting
 

@@ -437,8 +437,7 @@ def test_best_follows_every_gain_while_patience_needs_min_delta(monkeypatch, tmp
     from mbsnet.train.state import Progress
 
     scores = iter([1.50, 1.505, 1.52, 1.40])
-    monkeypatch.setattr(loop, "validate", lambda *args, **kwargs: (next(scores), 0.1, 6))
-    monkeypatch.setattr(loop, "clean_passthrough_snr", lambda *args, **kwargs: 20.0)
+    monkeypatch.setattr(loop, "validate", lambda *args, **kwargs: (next(scores), 0.1, 6, 20.0))
     saved: list[int] = []
     monkeypatch.setattr(loop, "save_to", lambda run, path: saved.append(run.progress.step))
     run = SimpleNamespace(
@@ -511,11 +510,18 @@ def test_validation_pesq_in_pool_matches_in_process(data_dir):
 
 def test_clean_passthrough_snr_measures_what_the_model_does_to_clean_speech(data_dir):
     from mbsnet.train.data import ValidationSet, find_paired_splits
-    from mbsnet.train.validation import clean_passthrough_snr
 
     _, valid_scan = find_paired_splits(data_dir)
     dataset = ValidationSet(valid_scan.pairs, "full", 1.0, 1)
     model, cpu = torch.nn.Identity(), torch.device("cpu")
+
+    def clean_passthrough_snr(model, dataset, enhance, device, should_stop=None):
+        def noisy_as_output(noisy, clean, lengths):
+            return noisy, 0.0
+
+        return loop.validate(model, dataset, noisy_as_output, device,
+                             should_stop=should_stop, enhance_clean=enhance)[3]  # fmt: skip
+
     halved = clean_passthrough_snr(model, dataset, lambda x, n: 0.5 * x, cpu)
     assert halved == pytest.approx(10 * np.log10(4.0), abs=1e-6)  # error = half the signal
     assert clean_passthrough_snr(model, dataset, lambda x, n: x, cpu) > 150

@@ -150,6 +150,13 @@ def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
     return 10.0 * math.log10(target_energy / residual_energy)
 
 
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    """10 log10(|reference|^2 / |reference - estimate|^2); inf when they are equal."""
+    error = float(np.sum((reference.astype(np.float64) - estimate) ** 2))
+    power = float(np.sum(reference.astype(np.float64) ** 2))
+    return math.inf if error == 0 else 10 * math.log10(power / error)
+
+
 def compute_metrics(
     clean: ArrayLike, enhanced: ArrayLike, sample_rate: int = SAMPLE_RATE, extended: bool = False
 ) -> MetricResult:

@@ -11,6 +11,7 @@ import numpy as np
 from mbsnet import SAMPLE_RATE
 from mbsnet.audio import read_audio, resample
 from mbsnet.enhance.backend import Backend
+from mbsnet.eval.metrics import snr_db
 
 PESQ_WARN = 0.02
 """A float16 graph whose PESQ on the example moves more than this is warned about."""
@@ -64,13 +65,6 @@ def parity_cases(example: np.ndarray, hop: int) -> list[ParityCase]:
         ParityCase("batch of 2, different content and level", pair),
     ]
     return [ParityCase(c.label, np.ascontiguousarray(c.wave, np.float32)) for c in cases]
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """10 log10(|reference|^2 / |reference - estimate|^2); inf when they are equal."""
-    error = float(np.sum((reference.astype(np.float64) - estimate) ** 2))
-    power = float(np.sum(reference.astype(np.float64) ** 2))
-    return math.inf if error == 0 else 10 * math.log10(power / error)
 
 
 def compare(reference: Backend, candidate: Backend, cases: list[ParityCase]) -> list[ParityResult]:

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from mbsnet import SAMPLE_RATE
+from mbsnet.eval.metrics import snr_db
 from mbsnet.export.common import DEFAULT_OPSET, ExportError
-from mbsnet.export.parity import ParityResult, snr_db
+from mbsnet.export.parity import ParityResult
 from mbsnet.export.stream_runtime import HOP_INPUT, NEXT_PREFIX, OUTPUT_NAME, OnnxHopRunner
 from mbsnet.export.writer import first_line, graph_metadata, graph_opset
 from mbsnet.stream.step import StreamStep

@@ -25,7 +25,7 @@ from mbsnet.train.run import Run, TrainingError, build_run, check_in_sync, pick_
 from mbsnet.train.saving import prune_epoch_checkpoints, save_latest, save_to
 from mbsnet.train.state import Progress, read_train_state, restore_train_state
 from mbsnet.train.step import generator_forward, train_step
-from mbsnet.train.validation import ValidationInterrupted, clean_passthrough_snr, validate
+from mbsnet.train.validation import ValidationInterrupted, validate
 
 __all__ = ["ConfigError", "TrainingError", "train", "train_step", "validate"]
 
@@ -38,16 +38,11 @@ def _validate(run: Run) -> tuple[float, float]:
         enhanced, result = generator_forward(run, noisy, clean, lengths, run.model, None)
         return enhanced, float(result.total)
 
-    def should_stop() -> bool:
-        return run.stop.signal_name is not None
-
     start = time.monotonic()
-    pesq, loss, count = validate(
-        run.model, run.valid_set, loss_fn, run.device, run.valid_pool, should_stop=should_stop
-    )
-    passthrough = clean_passthrough_snr(
-        run.model, run.valid_set, lambda clean, lengths: loss_fn(clean, clean, lengths)[0],
-        run.device, should_stop,
+    pesq, loss, count, passthrough = validate(
+        run.model, run.valid_set, loss_fn, run.device, run.valid_pool,
+        should_stop=lambda: run.stop.signal_name is not None,
+        enhance_clean=lambda clean, lengths: loss_fn(clean, clean, lengths)[0],
     )  # fmt: skip
     p.last_validation_step, run.last_pesq = p.step, pesq
     seconds = time.monotonic() - start
@@ -378,7 +373,7 @@ def _score_noisy_input(run: Run) -> None:
     Every later validation is logged beside it, so a score reads as a gain. Not interruptible
     (a signal waits for it): it scores the validation set once, without the model.
     """
-    pesq, _, count = validate(
+    pesq, _, count, _ = validate(
         run.model, run.valid_set, lambda noisy, clean, lengths: (noisy, 0.0), run.device,
         run.valid_pool,
     )  # fmt: skip

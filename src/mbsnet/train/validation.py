@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mbsnet import distrib
-from mbsnet.eval.metrics import pesq_score
+from mbsnet.eval.metrics import pesq_score, snr_db
 from mbsnet.scoring_pool import ScoringPool, ScoringPoolError, Task
 
 
@@ -51,7 +51,8 @@ def validate(
     device: torch.device,
     pool: Any = None,
     should_stop: Callable[[], bool] | None = None,
-) -> tuple[float, float, int]:
+    enhance_clean: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, float, int, float]:
     """Mean PESQ (wb) and loss over this rank's shard, gathered from all ranks.
 
     PESQ of each item is submitted to `pool` (a `ScoringPool`; None: scored in this process)
@@ -61,8 +62,14 @@ def validate(
     `should_stop` is asked before each item: a long validation must not outlast the grace
     period between a scheduler's SIGTERM and its SIGKILL.
 
+    `enhance_clean(clean, lengths)`, when given, is also run on each item's clean speech and
+    scored by SNR against it. A model can gain PESQ on noisy mixtures while it damages speech
+    that needs nothing done, for example by cutting clean high frequencies it has learned to
+    take for noise; this figure shows that on held-out material, without any test file.
+
     Returns:
-        (mean PESQ over items where it exists, mean loss, number of PESQ scores).
+        (mean PESQ over items where it exists, mean loss, number of PESQ scores, mean SNR in dB
+        of `enhance_clean`'s output against the clean speech: nan without `enhance_clean`).
     Raises:
         ValidationInterrupted: `should_stop` said yes on any rank.
     """
@@ -74,7 +81,7 @@ def validate(
     was_training = model.training
     model.eval()
     pending: collections.deque = collections.deque()
-    pesqs, losses, stopped = [], [], False
+    pesqs, losses, snrs, stopped = [], [], [], False
     for index in indices:
         if should_stop is not None and should_stop():
             stopped = True
@@ -86,6 +93,9 @@ def validate(
         losses.append(loss)
         pair = tuple(x[:, :length].float().cpu().numpy().reshape(-1) for x in (clean, enhanced))
         pending.append((pair, _submit_pesq(pool, pair)))
+        if enhance_clean is not None and np.any(pair[0]):
+            through = enhance_clean(clean[:, :length], lengths)
+            snrs.append(snr_db(pair[0], through.float().cpu().numpy().reshape(-1)))
         while len(pending) > window:
             pesqs += _collect_pesq(pool, *pending.popleft())
     model.train(was_training)
@@ -93,46 +103,11 @@ def validate(
         raise ValidationInterrupted
     while pending:
         pesqs += _collect_pesq(pool, *pending.popleft())
-    gathered = distrib.all_gather((pesqs, losses))
-    all_pesq = [p for part, _ in gathered for p in part]
-    all_loss = [v for _, part in gathered for v in part]
+    gathered = distrib.all_gather((pesqs, losses, snrs))
+    all_pesq = [p for part, _, _ in gathered for p in part]
+    all_loss = [v for _, part, _ in gathered for v in part]
+    all_snr = [v for _, _, part in gathered for v in part]
     pesq = float(np.mean(all_pesq)) if all_pesq else float("nan")
-    return pesq, float(np.mean(all_loss)), len(all_pesq)
+    snr = float(np.mean(all_snr)) if all_snr else float("nan")
+    return pesq, float(np.mean(all_loss)), len(all_pesq), snr
 
-
-@torch.no_grad()
-def clean_passthrough_snr(
-    model: nn.Module,
-    dataset: Any,
-    enhance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    device: torch.device,
-    should_stop: Callable[[], bool] | None = None,
-) -> float:
-    """Mean SNR (dB) of `enhance(clean)` against `clean` over the validation items' clean speech.
-
-    A model can gain PESQ on noisy mixtures while it damages speech that needs nothing done,
-    for example by cutting clean high frequencies it has learned to take for noise; this
-    figure shows that on held-out material, without any test file.
-
-    Raises:
-        ValidationInterrupted: `should_stop` said yes on any rank.
-    """
-    indices = distrib.shard(range(len(dataset)), distrib.rank(), distrib.world_size())
-    was_training = model.training
-    model.eval()
-    snrs, stopped = [], False
-    for index in indices:
-        if should_stop is not None and should_stop():
-            stopped = True
-            break
-        _, clean, length = dataset[index]
-        clean = clean[None, :length].to(device)
-        out = enhance(clean, torch.tensor([length], device=device)).float()[:, :length]
-        signal, error = clean.double().pow(2).sum(), (out.double() - clean).pow(2).sum()
-        if signal > 0:
-            snrs.append(float(10 * torch.log10(signal / error.clamp_min(1e-20))))
-    model.train(was_training)
-    if any(distrib.all_gather(stopped)):
-        raise ValidationInterrupted
-    gathered = [v for part in distrib.all_gather(snrs) for v in part]
-    return float(np.mean(gathered)) if gathered else float("nan")
