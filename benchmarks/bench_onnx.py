@@ -72,17 +72,24 @@ def _rtfs(backends, wave: np.ndarray, repeats: int) -> tuple[list[float], float]
 
 
 def _profile(path: Path, wave: np.ndarray, threads: int, top: int = 8) -> list[tuple[str, float]]:
-    """(op type, share of kernel time) of one onnxruntime run, largest first."""
+    """(op type, share of kernel time) over warm onnxruntime runs, largest first.
+
+    The first run is left out: it grows onnxruntime's arena, and its page faults land on
+    whichever nodes allocate first (they made one layer's Pad look 60x slower than its twin's).
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.enable_profiling = True
     options.profile_file_prefix = str(path.with_suffix(""))
     session = ort.InferenceSession(str(path), options, providers=[CPU])
-    session.run(None, {"wave": wave, "reference": wave})
+    for _ in range(3):
+        session.run(None, {"wave": wave, "reference": wave})
     trace = json.loads(Path(session.end_profiling()).read_text())
+    warm_from = sorted(e["ts"] for e in trace if e.get("name") == "model_run")[1]
     totals: dict[str, float] = defaultdict(float)
     for event in trace:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+        if (event.get("cat") == "Node" and event["name"].endswith("_kernel_time")
+                and event["ts"] >= warm_from):
             totals[event["args"]["op_name"]] += event["dur"]
     grand = sum(totals.values()) or 1.0
     return sorted(((op, t / grand) for op, t in totals.items()), key=lambda x: -x[1])[:top]

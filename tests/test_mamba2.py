@@ -108,6 +108,20 @@ def test_forward_matches_spec(config: dict, torch_kernel: None) -> None:
     torch.testing.assert_close(model(u), reference_layer(model, u))
 
 
+@pytest.mark.parametrize("config", CONFIGS[:2])
+def test_traced_layer_records_the_same_conv(config: dict, torch_kernel: None) -> None:
+    """Under tracing (ONNX export) the causal conv is recorded as one Conv2d; the traced layer
+    equals the eager one at lengths other than the traced example's."""
+    model = Mamba2(**config, chunk_size=8).double().eval()
+    xbc = torch.randn(2, 13, model.conv_dim, dtype=torch.float64)
+    torch.testing.assert_close(model._causal_conv_graph(xbc), model._causal_conv(xbc))
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.randn(1, 21, config["d_model"], dtype=torch.float64))
+        for batch, length in ((2, 37), (1, 5)):
+            u = torch.randn(batch, length, config["d_model"], dtype=torch.float64)
+            torch.testing.assert_close(traced(u), model(u))
+
+
 def test_causal(torch_kernel: None) -> None:
     model = Mamba2(16, d_state=8, headdim=8, chunk_size=8)
     u = torch.randn(2, 40, 16)
