@@ -228,10 +228,20 @@ class Mamba2(nn.Module):
 
         Shape: (B, L, d_in_proj) -> (B, L, d_inner).
         """
-        z, xbc, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
-        xbc = self._causal_conv(xbc)
         groups_width = self.ngroups * self.d_state
-        x, B, C = torch.split(xbc, [self.d_inner, groups_width, groups_width], dim=-1)
+        if _exporting():
+            # x, B and C each get their own conv (the conv is per channel), so the graph splits
+            # in_proj's output once, which `split_projections` turns into one MatMul per part,
+            # instead of copying the conv's output into three again.
+            widths = [self.d_inner, self.d_inner, groups_width, groups_width, self.nheads]
+            z, x, B, C, dt = torch.split(zxbcdt, widths, dim=-1)
+            x = self._causal_conv_graph(x, 0, self.d_inner)
+            B = self._causal_conv_graph(B, self.d_inner, groups_width)
+            C = self._causal_conv_graph(C, self.d_inner + groups_width, groups_width)
+        else:
+            z, xbc, dt = torch.split(zxbcdt, [self.d_inner, self.conv_dim, self.nheads], dim=-1)
+            xbc = self._causal_conv(xbc)
+            x, B, C = torch.split(xbc, [self.d_inner, groups_width, groups_width], dim=-1)
         y = self._ssm(x, dt, B, C)
         # Gate and norm in the scan's precision; back to the projection's dtype for out_proj.
         return self.norm(y, z.to(y.dtype)).to(z.dtype)
@@ -245,8 +255,6 @@ class Mamba2(nn.Module):
 
         Shape: (B, L, conv_dim) -> (B, L, conv_dim).
         """
-        if _exporting():
-            return self._causal_conv_graph(xbc)
         length = xbc.shape[1]
         taps = self.conv1d.weight[:, 0, :]  # (conv_dim, d_conv); tap k sees x[t - (d_conv-1-k)]
         padded = F.pad(xbc, (0, 0, self.d_conv - 1, 0))
@@ -255,8 +263,9 @@ class Mamba2(nn.Module):
             out = torch.addcmul(out, padded[:, k : k + length], taps[:, k])
         return F.silu(out)
 
-    def _causal_conv_graph(self, xbc: Tensor) -> Tensor:
-        """`_causal_conv` as recorded for export: one depthwise Conv2d over (B, C, 1, L).
+    def _causal_conv_graph(self, part: Tensor, first: int, channels: int) -> Tensor:
+        """`_causal_conv` of the conv's channels first .. first + channels, as recorded for
+        export: one depthwise Conv2d over (B, channels, 1, L).
 
         In onnxruntime the shifted multiply-adds are a Pad, then a Slice, Mul and Add per tap,
         each a full pass over the activations. A 2-D Conv whose input and output permutes sit
@@ -264,13 +273,14 @@ class Mamba2(nn.Module):
         conv with the permutes folded into its layout reorders (channels-last). Measured: base's
         conv at 10 s on 1 thread 17.4 ms -> 7.6 ms. Same weights, same result to rounding.
 
-        Shape: (B, L, conv_dim) -> (B, L, conv_dim).
+        Shape: (B, L, channels) -> (B, L, channels).
         """
-        length = xbc.shape[1]
-        image = xbc.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C, 1, L)
-        weight = self.conv1d.weight.unsqueeze(2)  # (C, 1, 1, d_conv)
+        length = part.shape[1]
+        weight = self.conv1d.weight[first : first + channels].unsqueeze(2)  # (C, 1, 1, d_conv)
+        bias = self.conv1d.bias[first : first + channels]
+        image = part.unsqueeze(1).permute(0, 3, 1, 2)  # (B, C, 1, L)
         pad = self.d_conv - 1  # both sides (Conv2d pads symmetrically); the right end is cut
-        out = F.conv2d(image, weight, self.conv1d.bias, padding=(0, pad), groups=self.conv_dim)
+        out = F.conv2d(image, weight, bias, padding=(0, pad), groups=channels)
         return F.silu(out.permute(0, 2, 3, 1).flatten(1, 2)[:, :length])
 
     def _ssm(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor) -> Tensor:
