@@ -110,8 +110,9 @@ def test_forward_matches_spec(config: dict, torch_kernel: None) -> None:
 
 @pytest.mark.parametrize("config", CONFIGS[:2])
 def test_traced_layer_records_the_same_conv(config: dict, torch_kernel: None) -> None:
-    """Under tracing (ONNX export) the causal conv is recorded as one Conv2d; the traced layer
-    equals the eager one at lengths other than the traced example's."""
+    """Under tracing (ONNX export) the causal conv is recorded as depthwise Conv2d's (one each
+    for x, B and C); the traced layer equals the eager one at lengths other than the traced
+    example's."""
     model = Mamba2(**config, chunk_size=8).double().eval()
     xbc = torch.randn(2, 13, model.conv_dim, dtype=torch.float64)
     conv_graph = model._causal_conv_graph(xbc, 0, model.conv_dim)
