@@ -54,6 +54,7 @@ def test_projection_then_split_becomes_one_matmul_per_part() -> None:
     ops = [node.op_type for node in proto.graph.node]
     assert "Split" not in ops and ops.count("MatMul") == 3
     assert "W" not in {t.name for t in proto.graph.initializer}  # the whole weight is gone
+    assert "sizes" not in {out for node in proto.graph.node for out in node.output}
     for got, expected in zip(_run(proto, x), want, strict=True):
         np.testing.assert_array_equal(got, expected)
 
@@ -81,3 +82,7 @@ def test_exported_model_has_no_split_projection_left() -> None:
         if source is not None and source.op_type == "MatMul":
             assert source.input[1] not in weights, node.name
     assert any(node.name.endswith("__part0") for node in proto.graph.node)
+    read = {name for node in proto.graph.node for name in node.input}
+    read |= {out.name for out in proto.graph.output}
+    dead = [n.name for n in proto.graph.node if not any(o in read for o in n.output)]
+    assert not dead and not [t.name for t in proto.graph.initializer if t.name not in read]

@@ -82,9 +82,11 @@ def split_projections(proto: Any) -> int:
             kept.extend(replacements[index])  # where the Split was: its inputs are ready there
         elif index not in dropped:
             kept.append(node)
+    used = {name for node in kept for name in node.input}
+    # A Split's sizes may come from a Constant node that nothing reads now (onnxruntime warns).
+    kept = [n for n in kept if n.op_type != "Constant" or any(o in used for o in n.output)]
     del graph.node[:]
     graph.node.extend(kept)
-    used = {name for node in graph.node for name in node.input}
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)
     return len(replacements)
