@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,16 +164,21 @@ class _MixingBase(Dataset):
         noise_files: Sequence[PathLike],
         rir_files: Sequence[PathLike] | None,
         segment_seconds: float,
-        snr_db: tuple[float, float],
-        rir_probability: float,
-        level_dbfs: tuple[float, float],
         seed: int,
+        *,
+        snr_db: tuple[float, float] = (-5.0, 15.0),
+        rir_probability: float = 0.3,
+        level_dbfs: tuple[float, float] = (-35.0, -15.0),
         eq_probability: float = 0.0,
         eq_db: float = 6.0,
         noise_tilt_probability: float = 0.0,
         noise_tilt_db_per_octave: tuple[float, float] = NOISE_TILT_RANGE,
         noiseless_probability: float = 0.0,
     ):
+        """The mixing settings (keywords, shared by both sets and given to them as `**mix`):
+        SNR range in dB on active speech, RIR probability, level range in dBFS, EQ probability
+        and depth in dB, noise tilt probability and range in dB/octave, noise-free probability.
+        """
         self.speech_scan = scan_audio_files(speech_files, "speech")
         self.noise_scan = scan_audio_files(noise_files, "noise")
         self.rir_scan = scan_audio_files(rir_files or [], "rir")
@@ -318,31 +324,10 @@ class MixingTrainSet(_MixingBase):
         noise_files: Sequence[PathLike],
         rir_files: Sequence[PathLike] | None = None,
         segment_seconds: float = 2.0,
-        snr_db: tuple[float, float] = (-5.0, 15.0),
-        rir_probability: float = 0.3,
-        level_dbfs: tuple[float, float] = (-35.0, -15.0),
         seed: int = 0,
-        eq_probability: float = 0.0,
-        eq_db: float = 6.0,
-        noise_tilt_probability: float = 0.0,
-        noise_tilt_db_per_octave: tuple[float, float] = NOISE_TILT_RANGE,
-        noiseless_probability: float = 0.0,
+        **mix: Any,
     ):
-        super().__init__(
-            speech_files,
-            noise_files,
-            rir_files,
-            segment_seconds,
-            snr_db,
-            rir_probability,
-            level_dbfs,
-            seed,
-            eq_probability,
-            eq_db,
-            noise_tilt_probability,
-            noise_tilt_db_per_octave,
-            noiseless_probability,
-        )
+        super().__init__(speech_files, noise_files, rir_files, segment_seconds, seed, **mix)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -378,32 +363,11 @@ class MixingValidationSet(_MixingBase):
         noise_files: Sequence[PathLike],
         rir_files: Sequence[PathLike] | None = None,
         segment_seconds: float = 4.0,
-        snr_db: tuple[float, float] = (-5.0, 15.0),
-        rir_probability: float = 0.3,
-        level_dbfs: tuple[float, float] = (-35.0, -15.0),
         n_items: int = 50,
         seed: int = 1234,
-        eq_probability: float = 0.0,
-        eq_db: float = 6.0,
-        noise_tilt_probability: float = 0.0,
-        noise_tilt_db_per_octave: tuple[float, float] = NOISE_TILT_RANGE,
-        noiseless_probability: float = 0.0,
+        **mix: Any,
     ):
-        super().__init__(
-            speech_files,
-            noise_files,
-            rir_files,
-            segment_seconds,
-            snr_db,
-            rir_probability,
-            level_dbfs,
-            seed,
-            eq_probability,
-            eq_db,
-            noise_tilt_probability,
-            noise_tilt_db_per_octave,
-            noiseless_probability,
-        )
+        super().__init__(speech_files, noise_files, rir_files, segment_seconds, seed, **mix)
         if n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {n_items}")
         self.n_items = int(n_items)
