@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from mbsnet.stft import STFT
+from mbsnet.train.config import LossSection
 
-COMPRESS_POWER = 0.3
+_DEFAULTS = LossSection()  # the `[loss]` section's defaults are the one source of these values
+COMPRESS_POWER = _DEFAULTS.compress_power
 MAG_EPS = 1e-8
 """Added to |X|^2 inside the sqrt: |X| >= 1e-4 at unit input RMS, so d|X|^p/dX stays finite."""
 
@@ -40,12 +42,12 @@ TERMS = ("ri", "mag", "time", "metric")
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights of the generator terms (CMGAN's defaults)."""
+    """Weights of the generator terms (defaults: CMGAN's, as in the `[loss]` section)."""
 
-    ri: float = 0.1
-    mag: float = 0.9
-    time: float = 0.2
-    metric: float = 0.05
+    ri: float = _DEFAULTS.ri
+    mag: float = _DEFAULTS.mag
+    time: float = _DEFAULTS.time
+    metric: float = _DEFAULTS.metric
 
 
 @dataclass
