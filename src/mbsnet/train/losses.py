@@ -163,7 +163,7 @@ def generator_loss(
     discriminator: nn.Module | None = None,
     weights: LossWeights = LossWeights(),  # frozen: safe as a default
     power: float = COMPRESS_POWER,
-    distance: str = "l1",
+    distance: str = _DEFAULTS.distance,
 ) -> GeneratorLoss:
     """CMGAN generator loss at the normalized level.
 
