@@ -85,7 +85,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _datasets(cfg: TrainConfig, overfit: int = 0) -> tuple[Any, Any]:
+def build_datasets(cfg: TrainConfig, overfit: int = 0) -> tuple[Any, Any]:
     """Training and validation sets; `overfit` > 0 uses the first N training pairs for both."""
     from mbsnet.train.data import PairedTrainSet, ValidationSet, find_paired_splits
 
@@ -190,7 +190,7 @@ def build_run(
     `mbsnet.train.init_weights.apply_init`).
     """
     logger = setup_logging(run_dir)
-    train_set, valid_set = _datasets(cfg, overfit)
+    train_set, valid_set = build_datasets(cfg, overfit)
     _seed_everything(cfg.train.seed)
     model = create_model(cfg.model.arch, model_config(cfg.model))
     if init is not None:
