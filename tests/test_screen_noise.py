@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import soundfile as sf
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, load_script
 
 
 def _screen():
-    path = REPO_ROOT / "scripts" / "screen_noise.py"
-    spec = importlib.util.spec_from_file_location("screen_noise", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('screen_noise')
 
 
 def test_flags_speech_and_not_stationary_noise():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +10,11 @@ import soundfile as sf
 from mbsnet import SAMPLE_RATE
 from mbsnet.train.config import TrainConfig
 from mbsnet.train.run import build_datasets
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_script
 
 
 def _script():
-    path = REPO_ROOT / "scripts" / "write_validation_set.py"
-    spec = importlib.util.spec_from_file_location("write_validation_set", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('write_validation_set')
 
 
 def _write_tones(folder: Path, count: int, seconds: float, seed: int) -> None:
