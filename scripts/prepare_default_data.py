@@ -10,7 +10,9 @@ and a manifest (one row per file: role, kind, category, seconds, licence, source
 is seeded, so the same shared data gives the same folders and the same manifest.
 
 - Clean targets: LibriSpeech train-clean-100 (minus the five clips MANIFEST.md flags for steady
-  background), the Asterisk prompts and CMU ARCTIC (all 16 kHz).
+  background), the Asterisk prompts and CMU ARCTIC (all 16 kHz), minus files without speech:
+  silent ones (peak below -60 dBFS: Asterisk's silence/*.wav, a -80 dBFS hiss that the SNR
+  rule would treat as speech and train the model to keep) and tt-monkeys.
 - Real noise: every 16 kHz file under noise/ (other rates are listed as excluded).
 - In-domain noise: noisy - clean of the six vbd_train6 pairs (additive DEMAND noise; the script
   checks that it is uncorrelated with the clean speech).
@@ -37,6 +39,8 @@ FLAGGED_SPEECH = {  # MANIFEST.md: "may carry steady background"
     "445-123857-0000", "1363-135842-0000", "839-130898-0000", "150-126107-0000",
     "211-122425-0000",
 }  # fmt: skip
+NOT_SPEECH = {"tt-monkeys": "not speech (monkey screeches)"}  # Asterisk prompt, by file stem
+SILENT_PEAK = 10 ** (-60 / 20)  # a clean "speech" file whose peak is below -60 dBFS is silence
 FOLDER_LICENCES = {  # MANIFEST.md's table, for folders without per-file rows
     "speech/librispeech": "CC BY 4.0",
     "speech/asterisk_allison_16k": "CC BY-SA 3.0",
@@ -92,6 +96,19 @@ def _audio_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
 
 
+def _speech_problem(path: Path, samplerate: int) -> str:
+    """Why a clean-speech file may not be a training target ("" if it may)."""
+    if path.stem in FLAGGED_SPEECH:
+        return "flagged background"
+    if path.stem in NOT_SPEECH:
+        return NOT_SPEECH[path.stem]
+    if samplerate != SR:
+        return "not 16 kHz"
+    if float(np.abs(sf.read(path, dtype="float32")[0]).max()) < SILENT_PEAK:
+        return "silent (peak below -60 dBFS)"
+    return ""
+
+
 def _speech(shared: Path, out: Path, rows: list[dict]) -> None:
     folders = ["speech/librispeech/train-clean-100", "speech/asterisk_allison_16k",
                "speech/cmu_arctic"]  # fmt: skip
@@ -99,9 +116,10 @@ def _speech(shared: Path, out: Path, rows: list[dict]) -> None:
         for path in _audio_files(shared / folder):
             rel = str(path.relative_to(shared))
             info = sf.info(path)
-            if path.stem in FLAGGED_SPEECH or info.samplerate != SR:
-                why = "flagged background" if path.stem in FLAGGED_SPEECH else "not 16 kHz"
+            why = _speech_problem(path, info.samplerate)
+            if why:
                 rows.append(_row("excluded", "speech", why, info.duration, _licence(rel), rel))
+                (out / "speech" / rel.replace("/", "__")).unlink(missing_ok=True)  # a stale link
                 continue
             _link(path, out / "speech" / rel.replace("/", "__"))
             rows.append(_row("speech", "real", "clean speech", info.duration, _licence(rel), rel))
