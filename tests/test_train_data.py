@@ -542,3 +542,27 @@ def test_noiseless_items_are_the_speech_alone(mix_files):
     assert "noiseless p=1.00" in ds.describe()
     with pytest.raises(ValueError, match="noiseless_probability"):
         MixingTrainSet(mix_files["speech"], mix_files["noise"], noiseless_probability=1.5)
+
+
+def test_speech_sampling_by_duration_weights_long_files(mix_files):
+    by_file = MixingTrainSet(mix_files["speech"], mix_files["noise"], seed=6, segment_seconds=0.5)
+    by_duration = MixingTrainSet(
+        mix_files["speech"], mix_files["noise"], seed=6, segment_seconds=0.5,
+        speech_sampling="duration",
+    )  # fmt: skip
+    # 3.0 s, 1.0 s and 2.5 s of speech in 0.5 s segments: 6 + 2 + 5 mixtures per epoch.
+    assert len(by_file) == 3 and len(by_duration) == 13
+    names = [by_duration.params(i).speech.path.name for i in range(len(by_duration))]
+    files = [f.path.name for f in by_duration.speech_scan.files]
+    assert names == [files[0]] * 6 + [files[1]] * 2 + [files[2]] * 5
+    # Each mixture cuts its own segment of the file, seeded by (epoch, index).
+    starts = {by_duration.params(i).speech_start for i in range(6)}
+    assert len(starts) > 1
+    by_duration.set_epoch(2)
+    assert by_duration.params(3) == by_duration.params((2, 3)) != by_duration.params((1, 3))
+    # "file" keeps the mixtures of runs made before the option existed.
+    assert by_file.params(1).speech.path.name == files[1]
+    assert "one per segment of speech, 3 files" in by_duration.describe()
+    assert "13 mixtures per epoch" in by_duration.describe()
+    with pytest.raises(ValueError, match="speech_sampling"):
+        MixingTrainSet(mix_files["speech"], mix_files["noise"], speech_sampling="minutes")

@@ -465,6 +465,18 @@ def test_cli_mixing_mode_holds_out_validation_files(data_dir, tmp_path):
     assert 'mode = "mixing"' in result.output and "valid_speech_dirs = []" in result.output
     both = _train_cli("--print-config", "--data-dir", str(data_dir), "--speech", str(data_dir))
     assert both.exit_code != 0 and "not both" in both.output
+    speech_noise = (
+        "--speech",
+        str(data_dir / "train/clean"),
+        "--noise",
+        str(data_dir / "train/noisy"),
+    )
+    by_duration = _train_cli(
+        "--print-config", *speech_noise, "--set", "data.speech_sampling=duration"
+    )
+    assert by_duration.exit_code == 0 and 'speech_sampling = "duration"' in by_duration.output
+    bad = _train_cli("--print-config", *speech_noise, "--set", "data.speech_sampling=minutes")
+    assert bad.exit_code != 0 and "data.speech_sampling" in bad.output
     result = _train_cli(
         "--speech", str(data_dir / "train/clean"), "--noise", str(data_dir / "train/noisy"),
         "--run-dir", str(tmp_path), "--max-steps", "1", "--set", "validation.mixing_items=2",

@@ -76,6 +76,12 @@ class DataSection:
         "for validation instead (chosen by file name, at least one)",
     )
     segment_seconds: float = _f(2.0, "training segment length; shorter files are zero-padded")
+    speech_sampling: str = _f(
+        "file",
+        "mixing: training mixtures per epoch, one per speech file, or one per segment length "
+        "of its audio (long files drawn more often)",
+        ("file", "duration"),
+    )
     snr_db: list[float] = field(
         default_factory=lambda: [-5.0, 15.0], metadata=_meta("mixing: SNR range [low, high], dB")
     )

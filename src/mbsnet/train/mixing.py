@@ -65,6 +65,8 @@ EQ_RANGE_HZ = (100.0, 7000.0)
 TILT_PIVOT_HZ = 1000.0
 NOISE_TILT_RANGE = (-9.0, 3.0)
 """Default range of the noise's spectral tilt, dB per octave."""
+SPEECH_SAMPLING = ("file", "duration")
+"""Ways `MixingTrainSet` gives speech files their mixtures per epoch."""
 
 
 def eq_filter(gains_db: Sequence[float], taps: int = EQ_TAPS) -> np.ndarray:
@@ -312,10 +314,14 @@ class _MixingBase(Dataset):
 
 
 class MixingTrainSet(_MixingBase):
-    """One mixture per speech file per epoch, drawn from (seed, epoch, index).
+    """The epoch's mixtures, each drawn from (seed, epoch, index).
 
-    Call `set_epoch(epoch)` every epoch; ``(epoch, index)`` keys are accepted as in
-    `PairedTrainSet`. Items: (noisy (N,), clean (N,), N) with N = segment samples.
+    `speech_sampling` sets how many mixtures a speech file gets per epoch: ``"file"``, one
+    each; ``"duration"``, one per segment length of its audio (rounded, at least one), so
+    long recordings are heard as often as their minutes warrant and a corpus of many short
+    prompts does not outweigh one of long readings. Call `set_epoch(epoch)` every epoch;
+    ``(epoch, index)`` keys are accepted as in `PairedTrainSet`. Items: (noisy (N,),
+    clean (N,), N) with N = segment samples.
     """
 
     def __init__(
@@ -325,9 +331,22 @@ class MixingTrainSet(_MixingBase):
         rir_files: Sequence[PathLike] | None = None,
         segment_seconds: float = 2.0,
         seed: int = 0,
+        speech_sampling: str = "file",
         **mix: Any,
     ):
         super().__init__(speech_files, noise_files, rir_files, segment_seconds, seed, **mix)
+        if speech_sampling not in SPEECH_SAMPLING:
+            raise ValueError(
+                f"speech_sampling must be one of {', '.join(SPEECH_SAMPLING)}, "
+                f"got {speech_sampling!r}"
+            )
+        self.speech_sampling = speech_sampling
+        files = self.speech_scan.files
+        if speech_sampling == "file":
+            per_file = np.ones(len(files), dtype=np.int64)
+        else:
+            per_file = np.array([max(1, round(f.length / self.segment)) for f in files])
+        self._ends = np.cumsum(per_file)  # item i belongs to the first file whose end > i
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -335,20 +354,26 @@ class MixingTrainSet(_MixingBase):
         self.epoch = non_negative(epoch, "epoch")
 
     def __len__(self) -> int:
-        return len(self.speech_scan.files)
+        return int(self._ends[-1])
 
     def params(self, key: int | tuple[int, int]) -> MixParams:
         """The random choices behind item `key` (for logs and tests)."""
         epoch, index = check_key(key, len(self), self.epoch)
         rng = seeded_rng(_STREAM_MIX_TRAIN, self.seed, epoch, index)
-        return self._draw(rng, self.speech_scan.files[index])
+        speech = self.speech_scan.files[int(np.searchsorted(self._ends, index, side="right"))]
+        return self._draw(rng, speech)
 
     def __getitem__(self, key: int | tuple[int, int]) -> Item:
         return self._item(self.params(key))
 
     def describe(self) -> str:
         """One line for the log: size and mixing settings."""
-        return f"mixing train: {len(self)} mixtures per epoch, {self._settings()}"
+        n_files = len(self.speech_scan.files)
+        per = "speech file" if self.speech_sampling == "file" else "segment of speech"
+        return (
+            f"mixing train: {len(self)} mixtures per epoch (one per {per}, {n_files} files), "
+            f"{self._settings()}"
+        )
 
 
 class MixingValidationSet(_MixingBase):

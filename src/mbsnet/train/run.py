@@ -133,7 +133,10 @@ def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
                noiseless_probability=d.noiseless_probability)  # fmt: skip
     rirs = collect_audio_files(d.rir_dirs) if d.rir_dirs else None
     (speech, valid_speech), (noise, valid_noise) = files["speech"], files["noise"]
-    train = MixingTrainSet(speech, noise, rirs, d.segment_seconds, seed=cfg.train.seed, **mix)
+    train = MixingTrainSet(
+        speech, noise, rirs, d.segment_seconds, seed=cfg.train.seed,
+        speech_sampling=d.speech_sampling, **mix,
+    )  # fmt: skip
     valid = MixingValidationSet(
         valid_speech, valid_noise, rirs, v.cut_seconds, n_items=v.mixing_items,
         seed=v.mixing_seed, **mix,
