@@ -48,6 +48,14 @@ def test_silence_gives_the_floor(level):
     assert c.item() == pytest.approx(1 / MIN_RMS)
 
 
+def test_empty_signals_have_no_active_frames():
+    assert active_mean_square(torch.zeros(2, 0)).tolist() == [[0.0], [0.0]]
+    assert level_scale(torch.zeros(1, 0)).item() == pytest.approx(1 / MIN_RMS)
+    x = 0.1 * torch.randn(2, 3 * FRAME)
+    assert active_mean_square(x, torch.tensor([0, 3 * FRAME]))[0].item() == 0.0
+    assert active_power(np.zeros(0, dtype=np.float32)) == 0.0
+
+
 def test_mixing_snr_uses_the_same_definition():
     x = _speech_with_pause(2.0)
     assert active_power(x[0].numpy()) == pytest.approx(active_mean_square(x).item(), rel=1e-5)

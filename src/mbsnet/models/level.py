@@ -46,13 +46,16 @@ def active_mean_square(wave: torch.Tensor, lengths: torch.Tensor | None = None) 
         lengths = torch.full(wave.shape[:1], n, device=wave.device)
     else:
         wave = torch.where(torch.arange(n, device=wave.device) < lengths.unsqueeze(-1), wave, 0.0)
-    pad = (-n) % FRAME  # shape arithmetic only, so tracing keeps the length dynamic
+    # Shape arithmetic only, so tracing keeps the length dynamic. One spare frame, dropped at
+    # once, lets an empty signal reshape; the zero padding of `loudest` gives it a maximum.
+    pad = (-n) % FRAME + FRAME
     x = torch.nn.functional.pad(wave, (0, pad))
-    energy = x.pow(2).reshape(x.shape[0], -1, FRAME).sum(-1)  # (B, M)
+    energy = x.pow(2).reshape(x.shape[0], -1, FRAME).sum(-1)[:, :-1]  # (B, M)
     starts = torch.arange(energy.shape[-1], device=wave.device) * FRAME
     count = (lengths.unsqueeze(-1) - starts).clamp(0, FRAME).to(wave.dtype)  # valid samples
     power = energy / count.clamp_min(1.0)
-    loudest = torch.where(count > 0, power, 0.0).amax(-1, keepdim=True)
+    heard = torch.nn.functional.pad(torch.where(count > 0, power, 0.0), (0, 1))
+    loudest = heard.amax(-1, keepdim=True)
     threshold = (loudest * 10 ** (-ACTIVE_RANGE_DB / 10)).clamp_min(ACTIVE_FLOOR)
     active = (count > 0) & (power >= threshold) & (power > ACTIVE_FLOOR)
     weight = torch.where(active, count, 0.0)  # frames weighted by their valid samples
