@@ -459,18 +459,17 @@ def test_best_follows_every_gain_while_patience_needs_min_delta(monkeypatch, tmp
 
 
 def test_cli_mixing_mode_holds_out_validation_files(data_dir, tmp_path):
-    result = _train_cli("--print-config", "--speech", str(data_dir / "train/clean"),
-                        "--noise", str(data_dir / "train/noisy"))  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert 'mode = "mixing"' in result.output and "valid_speech_dirs = []" in result.output
-    both = _train_cli("--print-config", "--data-dir", str(data_dir), "--speech", str(data_dir))
-    assert both.exit_code != 0 and "not both" in both.output
     speech_noise = (
         "--speech",
         str(data_dir / "train/clean"),
         "--noise",
         str(data_dir / "train/noisy"),
     )
+    result = _train_cli("--print-config", *speech_noise)
+    assert result.exit_code == 0, result.output
+    assert 'mode = "mixing"' in result.output and "valid_speech_dirs = []" in result.output
+    both = _train_cli("--print-config", "--data-dir", str(data_dir), "--speech", str(data_dir))
+    assert both.exit_code != 0 and "not both" in both.output
     by_duration = _train_cli(
         "--print-config", *speech_noise, "--set", "data.speech_sampling=duration"
     )
@@ -478,7 +477,7 @@ def test_cli_mixing_mode_holds_out_validation_files(data_dir, tmp_path):
     bad = _train_cli("--print-config", *speech_noise, "--set", "data.speech_sampling=minutes")
     assert bad.exit_code != 0 and "data.speech_sampling" in bad.output
     result = _train_cli(
-        "--speech", str(data_dir / "train/clean"), "--noise", str(data_dir / "train/noisy"),
+        *speech_noise,
         "--run-dir", str(tmp_path), "--max-steps", "1", "--set", "validation.mixing_items=2",
         "--set", "data.valid_holdout=0.3", *TINY_RUN,
     )  # fmt: skip

@@ -19,6 +19,9 @@ from typing import Any
 
 from mbsnet.train._toml import ConfigError, check_type, parse_literal, toml_value
 
+SPEECH_SAMPLING = ("file", "duration")
+"""Ways the mixing train set gives speech files their mixtures per epoch (`MixingTrainSet`)."""
+
 
 def _meta(help: str, choices: tuple[str, ...] = ()) -> dict[str, Any]:
     """Field metadata: the help text written to TOML and the allowed values, if restricted."""
@@ -80,7 +83,7 @@ class DataSection:
         "file",
         "mixing: training mixtures per epoch, one per speech file, or one per segment length "
         "of its audio (long files drawn more often)",
-        ("file", "duration"),
+        SPEECH_SAMPLING,
     )
     snr_db: list[float] = field(
         default_factory=lambda: [-5.0, 15.0], metadata=_meta("mixing: SNR range [low, high], dB")

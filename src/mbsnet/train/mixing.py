@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from mbsnet import SAMPLE_RATE
 from mbsnet.audio import AudioError
 from mbsnet.models.level import active_mean_square
+from mbsnet.train.config import SPEECH_SAMPLING
 from mbsnet.train.data import (
     Item,
     PathLike,
@@ -65,8 +66,6 @@ EQ_RANGE_HZ = (100.0, 7000.0)
 TILT_PIVOT_HZ = 1000.0
 NOISE_TILT_RANGE = (-9.0, 3.0)
 """Default range of the noise's spectral tilt, dB per octave."""
-SPEECH_SAMPLING = ("file", "duration")
-"""Ways `MixingTrainSet` gives speech files their mixtures per epoch."""
 
 
 def eq_filter(gains_db: Sequence[float], taps: int = EQ_TAPS) -> np.ndarray:
