@@ -256,11 +256,15 @@ class Mamba2(nn.Module):
         Shape: (B, L, conv_dim) -> (B, L, conv_dim).
         """
         length = xbc.shape[1]
-        taps = self.conv1d.weight[:, 0, :]  # (conv_dim, d_conv); tap k sees x[t - (d_conv-1-k)]
+        # (d_conv, conv_dim), each tap's row contiguous: tap k sees x[t - (d_conv-1-k)]. Under
+        # torch.compile a strided tap (the weight's own layout, or a .contiguous() copy, which
+        # inductor fuses away) keeps the conv's kernels scalar; a stack is a real small copy
+        # (measured: conv fwd+bwd at base's shape 30.6 -> 16.2 ms compiled, eager unchanged).
+        taps = torch.stack(self.conv1d.weight[:, 0, :].unbind(1))
         padded = F.pad(xbc, (0, 0, self.d_conv - 1, 0))
-        out = torch.addcmul(self.conv1d.bias, padded[:, self.d_conv - 1 :], taps[:, -1])
+        out = torch.addcmul(self.conv1d.bias, padded[:, self.d_conv - 1 :], taps[-1])
         for k in range(self.d_conv - 1):  # a loop over the taps, not over time
-            out = torch.addcmul(out, padded[:, k : k + length], taps[:, k])
+            out = torch.addcmul(out, padded[:, k : k + length], taps[k])
         return F.silu(out)
 
     def _causal_conv_graph(self, part: Tensor, first: int, channels: int) -> Tensor:
