@@ -1,7 +1,7 @@
 """Training step time and peak memory by preset, batch, activation checkpointing, discriminator.
 
 Run: .venv/bin/python benchmarks/bench_train.py [--presets tiny base] [--batches 2 4 8] [--steps 3]
-     [--device cpu|cuda] [--only speedup|memory|disc]
+     [--device cpu|cuda] [--only speedup|memory|disc] [--rounds 3]
 
 Every figure is measured in this run with the real training step (`mbsnet.train.loop.train_step`
 on a `build_run` run) over 2 s cuts of the real VoiceBank+DEMAND training pairs in
@@ -168,25 +168,28 @@ def _run(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device: st
     return _subprocess("--worker", *args)
 
 
-def _speedup_table(presets: list[str], steps: int, device: str, rounds: int = 2) -> None:
+def _speedup_table(presets: list[str], steps: int, device: str, rounds: int) -> None:
     """Today's step against the fast one: each in its own process, alternated `rounds` times.
 
     A compiled and an eager model in one process disturb each other (the compiled kernels'
     OpenMP threads), so each variant gets a fresh process; alternating them spreads drift in
-    the machine's load over both, and each round's ratio is printed.
+    the machine's load over both, and each round's ratio is printed with the median of the
+    rounds' ratios per preset (a slow spell of the machine moves one round, not the median).
     """
     print(f"Speed-up of the training step (batch 4 x 2 s, generator only, {device}, 2 threads):")
     print(f"{'preset':<6} {'round':>5} {'today':>8} {'fast':>8} {'speed-up':>8}  "
           "first-step loss today / fast")  # fmt: skip
     for preset in presets:
+        ratios = []
         for i in range(rounds):
             today, fast = (
                 _subprocess("--speed-worker", preset, variant, str(steps), device)
                 for variant in ("today", "fast")
             )
+            ratios.append(today["step_s"] / fast["step_s"])
             print(f"{preset:<6} {i + 1:>5} {today['step_s']:>7.3f}s {fast['step_s']:>7.3f}s "
-                  f"{today['step_s'] / fast['step_s']:>7.2f}x  {today['loss']:.6f} / "
-                  f"{fast['loss']:.6f}")  # fmt: skip
+                  f"{ratios[-1]:>7.2f}x  {today['loss']:.6f} / {fast['loss']:.6f}")  # fmt: skip
+        print(f"{preset:<6} {'median':>6} {'':>17} {statistics.median(ratios):>7.2f}x")
     print(f"today = {', '.join(TODAY)}; fast = {', '.join(FAST)}; target >= {TARGET_SPEEDUP}x.\n")
 
 
@@ -197,6 +200,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--only", choices=["speedup", "memory", "disc"])
+    parser.add_argument("--rounds", type=int, default=3, help="speed-up rounds per preset")
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--speed-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,7 +218,7 @@ def main() -> None:
         return
 
     if args.only in (None, "speedup"):
-        _speedup_table(args.presets, args.steps, args.device)
+        _speedup_table(args.presets, args.steps, args.device, args.rounds)
     mem = "peak RSS" if args.device == "cpu" else "peak GPU"
     if args.only in (None, "memory"):
         _memory_table(args.presets, args.batches, args.steps, args.device, mem)
