@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/bench_train.py [--presets tiny base] [--batches 2 4 8] [--steps 3]
      [--device cpu|cuda] [--only speedup|memory|disc] [--rounds 3]
+     [--profile today|fast]
 
 Every figure is measured in this run with the real training step (`mbsnet.train.loop.train_step`
 on a `build_run` run) over 2 s cuts of the real VoiceBank+DEMAND training pairs in
@@ -130,6 +131,27 @@ def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
     return {"step_s": statistics.median(times), "loss": first_loss}
 
 
+def _profile(preset: str, variant: str, device: str, rows: int = 30) -> None:
+    """Where one step of `variant` spends its time: torch.profiler's table, by self time, with
+    each kernel that torch.compile generated listed by name (inductor's kernel profile)."""
+    import torch
+    import torch._inductor.config as inductor_config
+    from torch.profiler import profile
+
+    inductor_config.cpp.enable_kernel_profile = True
+    torch.set_num_threads(2)
+    flags = {"today": TODAY, "fast": FAST}[variant]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _build(Path(tmp), variant, preset, 4, device, [*flags, GEN_ONLY])
+        for step in range(3):  # compilation and warm-up
+            _timed_step(run, step, 4, device)
+        with profile() as prof:
+            seconds, _ = _timed_step(run, 3, 4, device)
+        _close(run)
+    print(f"{preset} {variant}: one step {seconds:.3f}s (profiled)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def _worker(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device: str) -> dict:
     import torch
 
@@ -201,6 +223,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--only", choices=["speedup", "memory", "disc"])
     parser.add_argument("--rounds", type=int, default=3, help="speed-up rounds per preset")
+    parser.add_argument(
+        "--profile", choices=["today", "fast"], help="profile one step of this variant per preset"
+    )
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--speed-worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -215,6 +240,10 @@ def main() -> None:
         return
     if _shared_pairs() is None:
         print("skipped: ../shared/data/vbd_train6 not found (set MBSNET_SHARED_DATA)")
+        return
+    if args.profile:
+        for preset in args.presets:
+            _profile(preset, args.profile, args.device)
         return
 
     if args.only in (None, "speedup"):
