@@ -21,6 +21,7 @@ result is unchanged. Target >= 1.5x.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +114,22 @@ def _close(run: Any) -> None:
     close_logging(run.logger)
 
 
-def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
-    """Median step time of one variant ("today" or "fast") and its first step's loss."""
+@contextlib.contextmanager
+def _variant_run(preset: str, variant: str, device: str) -> Iterator[Any]:
+    """A generator-only batch-4 run of one variant ("today" or "fast"), on 2 threads."""
     import torch
 
     torch.set_num_threads(2)
     flags = {"today": TODAY, "fast": FAST}[variant]
     with tempfile.TemporaryDirectory() as tmp:
         run = _build(Path(tmp), variant, preset, 4, device, [*flags, GEN_ONLY])
+        yield run
+        _close(run)
+
+
+def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
+    """Median step time of one variant and its first step's loss."""
+    with _variant_run(preset, variant, device) as run:
         times, first_loss = [], None
         for step in range(steps + 2):  # steps 0 and 1 are warm-up (compilation)
             seconds, row = _timed_step(run, step, 4, device)
@@ -127,27 +137,21 @@ def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
                 first_loss = row["loss"]
             elif step > 1:
                 times.append(seconds)
-        _close(run)
     return {"step_s": statistics.median(times), "loss": first_loss}
 
 
 def _profile(preset: str, variant: str, device: str, rows: int = 30) -> None:
     """Where one step of `variant` spends its time: torch.profiler's table, by self time, with
     each kernel that torch.compile generated listed by name (inductor's kernel profile)."""
-    import torch
     import torch._inductor.config as inductor_config
     from torch.profiler import profile
 
     inductor_config.cpp.enable_kernel_profile = True
-    torch.set_num_threads(2)
-    flags = {"today": TODAY, "fast": FAST}[variant]
-    with tempfile.TemporaryDirectory() as tmp:
-        run = _build(Path(tmp), variant, preset, 4, device, [*flags, GEN_ONLY])
-        for step in range(3):  # compilation and warm-up
+    with _variant_run(preset, variant, device) as run:
+        for step in range(2):  # warm-up (compilation), as in _speed_worker
             _timed_step(run, step, 4, device)
         with profile() as prof:
-            seconds, _ = _timed_step(run, 3, 4, device)
-        _close(run)
+            seconds, _ = _timed_step(run, 2, 4, device)
     print(f"{preset} {variant}: one step {seconds:.3f}s (profiled)")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
