@@ -24,7 +24,7 @@ from mbsnet.export import build
 from mbsnet.export.build import BUNDLED_EXAMPLE, export_checkpoint
 from mbsnet.export.common import MIN_SNR_DB
 from mbsnet.models import count_parameters, create_model, preset_config
-from mbsnet.models.tracing import is_exporting
+from mbsnet.tracing import is_exporting
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -1,4 +1,4 @@
-"""The conv-based STFT equals torch.stft and inverts exactly."""
+"""The conv-based STFT equals torch.stft and inverts exactly; its compiled FFT form equals it."""
 
 import pytest
 import torch
@@ -44,6 +44,35 @@ def test_inverse_matches_torch_istft():
     )
     ours = stft.inverse(spec.float(), length).double()
     torch.testing.assert_close(ours, ref, atol=1e-5 * ref.abs().max().item(), rtol=0)
+
+
+def test_fft_forms_match_the_convolutions_in_value_and_gradient():
+    stft = STFT(512, 128)
+    wave = torch.randn(2, 777 + 512, requires_grad=True)  # already padded: 1 + 777 // 128 frames
+    spec = torch.randn(2, 2, 257, 9, requires_grad=True)
+    conv = (stft.analyse(wave), stft.synthesize(spec))
+    fft = (stft.analyse_fft(wave), stft.synthesize_fft(spec))
+    for a, b in zip(conv, fft, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, atol=1e-5 * a.abs().max().item(), rtol=0)
+    weights = [torch.randn_like(t) for t in conv]
+    grads = []
+    for outputs in (conv, fft):
+        loss = sum((w * t).sum() for w, t in zip(weights, outputs, strict=True))
+        grads.append(torch.autograd.grad(loss, (wave, spec)))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5 * a.abs().max().item(), rtol=0)
+
+
+def test_compiled_round_trip_takes_the_fft_form_and_matches_eager():
+    stft = STFT(512, 128)
+    wave = torch.randn(2, 3000)
+    calls = []
+    original = stft.analyse_fft
+    stft.analyse_fft = lambda padded: calls.append(1) or original(padded)
+    compiled = torch.compile(lambda w: stft.inverse(stft(w), w.shape[-1]), fullgraph=True)
+    torch.testing.assert_close(compiled(wave), stft.inverse(stft(wave), 3000), atol=2e-5, rtol=0)
+    assert calls  # traced through the FFT form
 
 
 def test_no_state_in_state_dict():

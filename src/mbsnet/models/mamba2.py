@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mbsnet.models.precision import autocast_off
 from mbsnet.models.ssd import DEFAULT_CHUNK_SIZE, ssd_scan
-from mbsnet.models.tracing import is_exporting
+from mbsnet.tracing import is_exporting
 
 KERNEL_ENV = "MBSNET_SSM_KERNEL"
 KERNEL_CHOICES = ("auto", "torch", "mamba_ssm")

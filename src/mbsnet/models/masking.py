@@ -12,8 +12,8 @@ from mbsnet import SAMPLE_RATE
 from mbsnet.models.bands import BAND_WIDTHS_16K, BandLayout, BandSplit
 from mbsnet.models.level import level_scale, running_level_scale, running_mean_square
 from mbsnet.models.precision import as_float32, autocast_off
-from mbsnet.models.tracing import is_exporting
 from mbsnet.stft import STFT
+from mbsnet.tracing import is_exporting
 
 MASK_TAPS = 3
 """BSRNN's complex mask spans frames t-1, t and t+1 of each bin."""

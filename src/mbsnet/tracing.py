@@ -20,3 +20,12 @@ def is_exporting() -> bool:
         or torch.onnx.is_in_onnx_export()
         or torch.compiler.is_exporting()
     )
+
+
+def is_compiling() -> bool:
+    """True while torch.compile records a graph to run (training's compiled step), not export.
+
+    Code may then take a form that compiles to faster kernels, with the same result to rounding
+    as the eager form, which stays the reference (tests compare the two).
+    """
+    return torch.compiler.is_compiling() and not is_exporting()
