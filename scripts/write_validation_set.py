@@ -5,6 +5,11 @@ Run: .venv/bin/python scripts/write_validation_set.py RUN_DIR/config.toml OUT
          [--set section.key=value ...]
      .venv/bin/mbsnet eval --test-dir OUT --checkpoint CKPT --out RESULTS
 
+With --training-files it writes OUT/{noisy,clean}/tNNN.wav instead: as many mixtures, made the
+same way with the same seed, but from the training speech and noise. A model that gains as
+much on those as on the validation items underfits; one that gains more has memorised its
+training material (MODEL_CARD.md, "What limits it").
+
 Writes OUT/noisy/vNNN.wav and OUT/clean/vNNN.wav (16 kHz, 32-bit float, so nothing is rounded
 or clipped). The items come from the run's own data code with the config's data paths and
 seeds, so they are the ones validation scores: `mbsnet eval` of a run's best.pt on OUT gives the
@@ -20,19 +25,24 @@ from pathlib import Path
 from mbsnet import SAMPLE_RATE
 from mbsnet.audio import write_audio
 from mbsnet.train.config import TrainConfig
-from mbsnet.train.run import build_datasets
+from mbsnet.train.run import build_datasets, training_file_mixtures
 
 
-def write_validation_set(cfg: TrainConfig, out: Path) -> int:
-    """Write `cfg`'s validation items under `out`/{noisy,clean}; returns how many."""
-    _, valid = build_datasets(cfg)
+def write_validation_set(cfg: TrainConfig, out: Path, training_files: bool = False) -> int:
+    """Write `cfg`'s validation items under `out`/{noisy,clean}; returns how many.
+
+    `training_files` writes the same recipe's mixtures of the training files instead.
+    """
+    valid = training_file_mixtures(cfg) if training_files else build_datasets(cfg)[1]
+    prefix = "t" if training_files else "v"
     for sub in ("noisy", "clean"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     for index in range(len(valid)):
         noisy, clean, length = valid[index]
         for sub, audio in (("noisy", noisy), ("clean", clean)):
             samples = audio[..., :length].reshape(1, -1).numpy()
-            write_audio(out / sub / f"v{index:03d}.wav", samples, SAMPLE_RATE, subtype="FLOAT")
+            path = out / sub / f"{prefix}{index:03d}.wav"
+            write_audio(path, samples, SAMPLE_RATE, subtype="FLOAT")
     return len(valid)
 
 
@@ -44,10 +54,15 @@ def main() -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="config override, as for mbsnet train",
     )  # fmt: skip
+    parser.add_argument(
+        "--training-files", action="store_true",
+        help="mix the training speech and noise instead of the held-out files",
+    )  # fmt: skip
     args = parser.parse_args()
     cfg = TrainConfig.from_toml(args.config).apply_overrides(args.overrides)
-    count = write_validation_set(cfg, args.out)
-    print(f"{args.out}: {count} validation item(s) from {args.config}")
+    count = write_validation_set(cfg, args.out, args.training_files)
+    what = "training-file mixture(s)" if args.training_files else "validation item(s)"
+    print(f"{args.out}: {count} {what} from {args.config}")
 
 
 if __name__ == "__main__":

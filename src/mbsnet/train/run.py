@@ -105,16 +105,15 @@ def build_datasets(cfg: TrainConfig, overfit: int = 0) -> tuple[Any, Any]:
     return train, valid
 
 
-def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
-    """On-the-fly speech + noise (+ RIR) mixtures; validation mixtures fixed by their seed.
+def _mixing_files(cfg: TrainConfig) -> tuple[dict[str, tuple[list, list]], list | None]:
+    """{role: (training files, validation files)} for speech and noise, and the RIR files.
 
     Validation speech and noise come from their own folders, or, where those are not given,
     from a share of the training files held out by name (`holdout_split`).
     """
     from mbsnet.train.files import collect_audio_files, holdout_split
-    from mbsnet.train.mixing import MixingTrainSet, MixingValidationSet
 
-    d, v = cfg.data, cfg.validation
+    d = cfg.data
     files = {}
     for role in ("speech", "noise"):
         if not getattr(d, f"{role}_dirs"):
@@ -125,13 +124,28 @@ def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
             files[role] = (train_files, collect_audio_files(valid_dirs))
         else:
             files[role] = holdout_split(train_files, d.valid_holdout, role)
-    mix = {"snr_db": tuple(d.snr_db), "rir_probability": d.rir_probability}
-    mix["level_dbfs"] = tuple(d.level_dbfs)
-    mix.update(eq_probability=d.eq_probability, eq_db=d.eq_db)
-    mix.update(noise_tilt_probability=d.noise_tilt_probability,
-               noise_tilt_db_per_octave=tuple(d.noise_tilt_db_per_octave),
-               noiseless_probability=d.noiseless_probability)  # fmt: skip
     rirs = collect_audio_files(d.rir_dirs) if d.rir_dirs else None
+    return files, rirs
+
+
+def _mixing_recipe(cfg: TrainConfig) -> dict[str, Any]:
+    """The mixing settings that training and validation mixtures share."""
+    d = cfg.data
+    return dict(
+        snr_db=tuple(d.snr_db), rir_probability=d.rir_probability,
+        level_dbfs=tuple(d.level_dbfs), eq_probability=d.eq_probability, eq_db=d.eq_db,
+        noise_tilt_probability=d.noise_tilt_probability,
+        noise_tilt_db_per_octave=tuple(d.noise_tilt_db_per_octave),
+        noiseless_probability=d.noiseless_probability,
+    )  # fmt: skip
+
+
+def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
+    """On-the-fly speech + noise (+ RIR) mixtures; validation mixtures fixed by their seed."""
+    from mbsnet.train.mixing import MixingTrainSet, MixingValidationSet
+
+    d, v = cfg.data, cfg.validation
+    (files, rirs), mix = _mixing_files(cfg), _mixing_recipe(cfg)
     (speech, valid_speech), (noise, valid_noise) = files["speech"], files["noise"]
     train = MixingTrainSet(
         speech, noise, rirs, d.segment_seconds, seed=cfg.train.seed,
@@ -142,6 +156,24 @@ def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
         seed=v.mixing_seed, **mix,
     )  # fmt: skip
     return train, valid
+
+
+def training_file_mixtures(cfg: TrainConfig) -> Any:
+    """Fixed mixtures made like the validation ones but from the *training* speech and noise.
+
+    Scored beside the validation items, they tell underfitting (equal gains) from memorising
+    the training material (larger gains here).
+    """
+    from mbsnet.train.mixing import MixingValidationSet
+
+    if cfg.data.mode != "mixing":
+        raise ConfigError("training-file mixtures need data.mode = 'mixing'")
+    v = cfg.validation
+    files, rirs = _mixing_files(cfg)
+    return MixingValidationSet(
+        files["speech"][0], files["noise"][0], rirs, v.cut_seconds, n_items=v.mixing_items,
+        seed=v.mixing_seed, **_mixing_recipe(cfg),
+    )  # fmt: skip
 
 
 def _amp(cfg: TrainConfig, device: torch.device, logger: Any) -> bool:
