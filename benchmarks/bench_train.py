@@ -1,8 +1,8 @@
 """Training step time and peak memory by preset, batch, activation checkpointing, discriminator.
 
 Run: .venv/bin/python benchmarks/bench_train.py [--presets tiny base] [--batches 2 4 8] [--steps 3]
-     [--device cpu|cuda] [--only speedup|memory|disc] [--rounds 3]
-     [--profile today|fast]
+     [--device cpu|cuda] [--only speedup|allocator|memory|disc] [--rounds 3]
+     [--profile today|fast|glibc|kept]
 
 Every figure is measured in this run with the real training step (`mbsnet.train.loop.train_step`
 on a `build_run` run) over 2 s cuts of the real VoiceBank+DEMAND training pairs in
@@ -12,10 +12,12 @@ fresh subprocess, so its peak memory is its own: RSS (ru_maxrss) on the CPU,
 within 2 GB peak RSS on the CPU, base at batch 8 within 4 GB on a GPU; time waiting for PESQ
 <= 10% of a step with the discriminator on.
 
-Speed-up (issue 9): the step as it was (`train.recompute_mamba = true`, eager) against the fast
-step (`recompute_mamba = false`, `train.compile = true`), from the same seed on the same batches,
-in alternating fresh processes. The first step's losses (same weights, same batch) show that the
-result is unchanged. Target >= 1.5x.
+Speed-up (issue 9): the step as it was (`train.recompute_mamba = true`, eager, glibc's
+allocator) against the fast step (`recompute_mamba = false`, `train.compile = true`,
+`train.keep_freed_memory = true`), from the same seed on the same batches, in alternating fresh
+processes. The first step's losses (same weights, same batch) show that the result is unchanged.
+Target >= 1.5x. `--only allocator` does the same for the whole fast step with the discriminator
+on, glibc's default allocator against freed memory kept for reuse, with each one's peak RSS.
 """
 
 from __future__ import annotations
@@ -39,9 +41,17 @@ TARGET_RSS_MB = 2048
 TARGET_GPU_MB = 4096
 TARGET_PESQ_WAIT = 0.10
 TARGET_SPEEDUP = 1.5
-TODAY = ("train.recompute_mamba=true", "train.compile=false")
-FAST = ("train.recompute_mamba=false", "train.compile=true")
+TODAY = ("train.recompute_mamba=true", "train.compile=false", "train.keep_freed_memory=false")
+FAST = ("train.recompute_mamba=false", "train.compile=true", "train.keep_freed_memory=true")
 GEN_ONLY = "discriminator.enabled=false"
+VARIANTS = {
+    "today": (*TODAY, GEN_ONLY),
+    "fast": (*FAST, GEN_ONLY),
+    # The whole step (discriminator and PESQ targets on) with glibc's default allocator, and
+    # with freed memory kept for reuse (mbsnet.allocator).
+    "glibc": (*FAST[:2], "train.keep_freed_memory=false"),
+    "kept": FAST,
+}
 
 
 def _shared_pairs() -> Path | None:
@@ -116,19 +126,18 @@ def _close(run: Any) -> None:
 
 @contextlib.contextmanager
 def _variant_run(preset: str, variant: str, device: str) -> Iterator[Any]:
-    """A generator-only batch-4 run of one variant ("today" or "fast"), on 2 threads."""
+    """A batch-4 run of one of `VARIANTS`, on 2 threads."""
     import torch
 
     torch.set_num_threads(2)
-    flags = {"today": TODAY, "fast": FAST}[variant]
     with tempfile.TemporaryDirectory() as tmp:
-        run = _build(Path(tmp), variant, preset, 4, device, [*flags, GEN_ONLY])
+        run = _build(Path(tmp), variant, preset, 4, device, list(VARIANTS[variant]))
         yield run
         _close(run)
 
 
 def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
-    """Median step time of one variant and its first step's loss."""
+    """Median step time of one variant, its first step's loss and the process's peak RSS."""
     with _variant_run(preset, variant, device) as run:
         times, first_loss = [], None
         for step in range(steps + 2):  # steps 0 and 1 are warm-up (compilation)
@@ -137,7 +146,8 @@ def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
                 first_loss = row["loss"]
             elif step > 1:
                 times.append(seconds)
-    return {"step_s": statistics.median(times), "loss": first_loss}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step_s": statistics.median(times), "loss": first_loss, "peak_mb": peak_mb}
 
 
 def _profile(preset: str, variant: str, device: str, rows: int = 30) -> None:
@@ -195,28 +205,45 @@ def _run(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device: st
 
 
 def _speedup_table(presets: list[str], steps: int, device: str, rounds: int) -> None:
-    """Today's step against the fast one: each in its own process, alternated `rounds` times.
+    """Today's step against the fast one (generator only)."""
+    title = f"Speed-up of the training step (batch 4 x 2 s, generator only, {device}, 2 threads):"
+    _paired_table(title, ("today", "fast"), presets, steps, device, rounds)
+    print(f"today = {', '.join(TODAY)}; fast = {', '.join(FAST)}; target >= {TARGET_SPEEDUP}x.\n")
+
+
+def _allocator_table(presets: list[str], steps: int, device: str, rounds: int) -> None:
+    """The whole fast step with glibc's default allocator against freed memory kept."""
+    title = f"Allocator (the fast step with discriminator, batch 4 x 2 s, {device}, 2 threads):"
+    _paired_table(title, ("glibc", "kept"), presets, steps, device, rounds)
+    print("glibc = default mmap/trim thresholds; kept = mbsnet.allocator.keep_freed_memory.\n")
+
+
+def _paired_table(
+    title: str, pair: tuple[str, str], presets: list[str], steps: int, device: str, rounds: int
+) -> None:
+    """Variant pair[0] against pair[1]: each in its own process, alternated `rounds` times.
 
     A compiled and an eager model in one process disturb each other (the compiled kernels'
     OpenMP threads), so each variant gets a fresh process; alternating them spreads drift in
     the machine's load over both, and each round's ratio is printed with the median of the
     rounds' ratios per preset (a slow spell of the machine moves one round, not the median).
     """
-    print(f"Speed-up of the training step (batch 4 x 2 s, generator only, {device}, 2 threads):")
-    print(f"{'preset':<6} {'round':>5} {'today':>8} {'fast':>8} {'speed-up':>8}  "
-          "first-step loss today / fast")  # fmt: skip
+    a, b = pair
+    print(title)
+    print(f"{'preset':<6} {'round':>5} {a:>8} {b:>8} {'speed-up':>8}  "
+          f"first-step loss {a} / {b}, peak RSS")  # fmt: skip
     for preset in presets:
         ratios = []
         for i in range(rounds):
-            today, fast = (
+            slow, fast = (
                 _subprocess("--speed-worker", preset, variant, str(steps), device)
-                for variant in ("today", "fast")
+                for variant in pair
             )
-            ratios.append(today["step_s"] / fast["step_s"])
-            print(f"{preset:<6} {i + 1:>5} {today['step_s']:>7.3f}s {fast['step_s']:>7.3f}s "
-                  f"{ratios[-1]:>7.2f}x  {today['loss']:.6f} / {fast['loss']:.6f}")  # fmt: skip
+            ratios.append(slow["step_s"] / fast["step_s"])
+            print(f"{preset:<6} {i + 1:>5} {slow['step_s']:>7.3f}s {fast['step_s']:>7.3f}s "
+                  f"{ratios[-1]:>7.2f}x  {slow['loss']:.6f} / {fast['loss']:.6f}, "
+                  f"{slow['peak_mb']:.0f} / {fast['peak_mb']:.0f} MB")  # fmt: skip
         print(f"{preset:<6} {'median':>6} {'':>17} {statistics.median(ratios):>7.2f}x")
-    print(f"today = {', '.join(TODAY)}; fast = {', '.join(FAST)}; target >= {TARGET_SPEEDUP}x.\n")
 
 
 def main() -> None:
@@ -225,10 +252,10 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[2, 4, 8])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--only", choices=["speedup", "memory", "disc"])
+    parser.add_argument("--only", choices=["speedup", "allocator", "memory", "disc"])
     parser.add_argument("--rounds", type=int, default=3, help="speed-up rounds per preset")
     parser.add_argument(
-        "--profile", choices=["today", "fast"], help="profile one step of this variant per preset"
+        "--profile", choices=list(VARIANTS), help="profile one step of this variant per preset"
     )
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--speed-worker", nargs=4, help=argparse.SUPPRESS)
@@ -252,6 +279,8 @@ def main() -> None:
 
     if args.only in (None, "speedup"):
         _speedup_table(args.presets, args.steps, args.device, args.rounds)
+    if args.only in (None, "allocator"):
+        _allocator_table(args.presets, args.steps, args.device, args.rounds)
     mem = "peak RSS" if args.device == "cpu" else "peak GPU"
     if args.only in (None, "memory"):
         _memory_table(args.presets, args.batches, args.steps, args.device, mem)

@@ -178,6 +178,9 @@ class TrainSection:
     compile: bool = _f(
         False, "torch.compile the generator for training steps (fused kernels; compiles ~1-2 min)"
     )
+    keep_freed_memory: bool = _f(
+        True, "glibc: keep freed memory for the next step (fewer page faults; mbsnet.allocator)"
+    )
     seed: int = _f(0, "seed of torch, numpy and the data order")
     num_workers: int = _f(2, "data loader worker processes")
     log_every_steps: int = _f(50, "steps between training log lines")
@@ -446,7 +449,7 @@ RESUME_SAFE_KEYS = frozenset(
     [f"data.{k}" for k in ("data_dir", "speech_dirs", "noise_dirs", "rir_dirs",
                            "valid_speech_dirs", "valid_noise_dirs")]
     + ["train.num_workers", "train.log_every_steps", "train.recompute_mamba",
-       "train.activation_checkpointing", "validation.pesq_workers",
+       "train.activation_checkpointing", "train.keep_freed_memory", "validation.pesq_workers",
        "discriminator.pesq_workers"]
     + [f"checkpoint.{k}" for k in ("every_steps", "every_minutes", "keep_epochs")]
 )  # fmt: skip

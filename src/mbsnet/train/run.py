@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mbsnet import distrib
+from mbsnet.allocator import keep_freed_memory
 from mbsnet.models import count_parameters, create_model, set_memory_saving
 from mbsnet.models.discriminator import create_discriminator
 from mbsnet.scoring_pool import ScoringPool
@@ -225,6 +226,8 @@ def build_run(
     `mbsnet.train.init_weights.apply_init`).
     """
     logger = setup_logging(run_dir)
+    if cfg.train.keep_freed_memory and keep_freed_memory():
+        logger.info("allocator: freed memory kept for reuse (glibc mallopt; mbsnet.allocator)")
     train_set, valid_set = build_datasets(cfg, overfit)
     _seed_everything(cfg.train.seed)
     model = create_model(cfg.model.arch, model_config(cfg.model))
