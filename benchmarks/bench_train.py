@@ -41,15 +41,18 @@ TARGET_RSS_MB = 2048
 TARGET_GPU_MB = 4096
 TARGET_PESQ_WAIT = 0.10
 TARGET_SPEEDUP = 1.5
-TODAY = ("train.recompute_mamba=true", "train.compile=false", "train.keep_freed_memory=false")
-FAST = ("train.recompute_mamba=false", "train.compile=true", "train.keep_freed_memory=true")
+GLIBC_ALLOCATOR = "train.keep_freed_memory=false"
+KEPT_ALLOCATOR = "train.keep_freed_memory=true"
+COMPILED = ("train.recompute_mamba=false", "train.compile=true")
+TODAY = ("train.recompute_mamba=true", "train.compile=false", GLIBC_ALLOCATOR)
+FAST = (*COMPILED, KEPT_ALLOCATOR)
 GEN_ONLY = "discriminator.enabled=false"
 VARIANTS = {
     "today": (*TODAY, GEN_ONLY),
     "fast": (*FAST, GEN_ONLY),
     # The whole step (discriminator and PESQ targets on) with glibc's default allocator, and
     # with freed memory kept for reuse (mbsnet.allocator).
-    "glibc": (*FAST[:2], "train.keep_freed_memory=false"),
+    "glibc": (*COMPILED, GLIBC_ALLOCATOR),
     "kept": FAST,
 }
 
@@ -146,8 +149,12 @@ def _speed_worker(preset: str, variant: str, steps: int, device: str) -> dict:
                 first_loss = row["loss"]
             elif step > 1:
                 times.append(seconds)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step_s": statistics.median(times), "loss": first_loss, "peak_mb": peak_mb}
+    return {"step_s": statistics.median(times), "loss": first_loss, "peak_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _profile(preset: str, variant: str, device: str, rows: int = 30) -> None:
@@ -182,10 +189,7 @@ def _worker(preset: str, batch: int, ckpt: bool, disc: bool, steps: int, device:
                 times.append(seconds)
                 waits.append((run.pool.total_wait_s - wait_before) if run.pool else 0.0)
         _close(run)
-    if device == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_rss_mb()
     return {
         "step_s": statistics.median(times),
         "pesq_wait_share": sum(waits) / sum(times),
@@ -235,14 +239,14 @@ def _paired_table(
     for preset in presets:
         ratios = []
         for i in range(rounds):
-            slow, fast = (
+            first, second = (
                 _subprocess("--speed-worker", preset, variant, str(steps), device)
                 for variant in pair
             )
-            ratios.append(slow["step_s"] / fast["step_s"])
-            print(f"{preset:<6} {i + 1:>5} {slow['step_s']:>7.3f}s {fast['step_s']:>7.3f}s "
-                  f"{ratios[-1]:>7.2f}x  {slow['loss']:.6f} / {fast['loss']:.6f}, "
-                  f"{slow['peak_mb']:.0f} / {fast['peak_mb']:.0f} MB")  # fmt: skip
+            ratios.append(first["step_s"] / second["step_s"])
+            print(f"{preset:<6} {i + 1:>5} {first['step_s']:>7.3f}s {second['step_s']:>7.3f}s "
+                  f"{ratios[-1]:>7.2f}x  {first['loss']:.6f} / {second['loss']:.6f}, "
+                  f"{first['peak_mb']:.0f} / {second['peak_mb']:.0f} MB")  # fmt: skip
         print(f"{preset:<6} {'median':>6} {'':>17} {statistics.median(ratios):>7.2f}x")
 
 
