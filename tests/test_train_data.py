@@ -27,7 +27,7 @@ from mbsnet.train import (
     scan_pairs,
 )
 from mbsnet.train.files import AudioFile, load_mono, read_region
-from mbsnet.train.mixing import EQ_BANDS, EQ_RANGE_HZ, eq_filter, tilt_gains
+from mbsnet.train.mixing import EQ_BANDS, EQ_RANGE_HZ, eq_filter, lowpass_gains, tilt_gains
 
 SR = 16000
 
@@ -529,6 +529,35 @@ def test_noise_tilt_colours_the_noise_alone_and_leaves_other_mixtures(mix_files)
     assert "noise tilt p=1.00 U(-9, -6) dB/octave" in tilted.describe()
     assert np.allclose(tilt_gains(0.0), 0.0)
     assert tilt_gains(-6.0)[0] > 0 > tilt_gains(-6.0)[-1]
+
+
+def test_noise_lowpass_band_limits_the_noise_alone_and_leaves_other_mixtures(mix_files):
+    plain = MixingTrainSet(mix_files["speech"], mix_files["noise"], seed=3, segment_seconds=1.0)
+    lowpassed = MixingTrainSet(
+        mix_files["speech"], mix_files["noise"], seed=3, segment_seconds=1.0,
+        noise_lowpass_probability=1.0, noise_lowpass_hz=(200.0, 400.0),
+    )  # fmt: skip
+    for i in range(len(plain)):
+        a, b = plain.params(i), lowpassed.params(i)
+        assert b.noise_lowpass_hz is not None and 200.0 <= b.noise_lowpass_hz <= 400.0
+        assert dataclasses.replace(b, noise_lowpass_hz=None) == a  # every other choice unchanged
+        _, clean_a = plain.render(a)
+        noisy_b, clean_b = lowpassed.render(b)
+        scale = np.dot(clean_b, clean_a) / np.dot(clean_a, clean_a)
+        assert np.allclose(clean_b, scale * clean_a, atol=1e-5)
+        assert abs(_snr(noisy_b, clean_b) - b.snr_db) < 0.5  # the SNR is set after the low-pass
+        spec = np.abs(np.fft.rfft(noisy_b - clean_b)) ** 2
+        f = np.fft.rfftfreq(len(clean_b), 1 / SR)
+        # two octaves above 400 Hz and higher: at least 90 dB down on the passband
+        ratio = spec[f > 1600].sum() / spec[(f > 20) & (f < 200)].sum()
+        assert 10 * np.log10(ratio) < -60.0
+    assert np.allclose(lowpass_gains(1000.0, 16000)[:1001], 1.0)  # passband: 1 Hz bins
+    assert np.isclose(20 * np.log10(lowpass_gains(1000.0, 16000)[2000]), -48.0)
+    assert "noise low-pass p=1.00 at 200-400 Hz" in lowpassed.describe()
+    assert "low-pass" not in plain.describe()
+    with pytest.raises(ValueError, match="noise_lowpass_hz"):
+        MixingTrainSet(mix_files["speech"], mix_files["noise"], seed=3, segment_seconds=1.0,
+                       noise_lowpass_hz=(100.0, 9000.0))  # fmt: skip
 
 
 def test_noiseless_items_are_the_speech_alone(mix_files):

@@ -107,6 +107,13 @@ class DataSection:
     noiseless_probability: float = _f(
         0.0, "mixing: probability of an item without noise (the model learns to pass clean input)"
     )
+    noise_lowpass_probability: float = _f(
+        0.0, "mixing: probability of low-passing the noise alone (before the SNR)"
+    )
+    noise_lowpass_hz: list[float] = field(
+        default_factory=lambda: [100.0, 2000.0],
+        metadata=_meta("mixing: range of that low-pass's cutoff [low, high], Hz (log-uniform)"),
+    )
 
 
 @dataclass
@@ -307,6 +314,10 @@ def _validate(cfg: TrainConfig) -> None:
         "data.noise_tilt_db_per_octave": _is_range(cfg.data.noise_tilt_db_per_octave)
         and max(map(abs, cfg.data.noise_tilt_db_per_octave)) <= 24.0,
         "data.noiseless_probability": 0.0 <= cfg.data.noiseless_probability <= 1.0,
+        "data.noise_lowpass_probability": 0.0 <= cfg.data.noise_lowpass_probability <= 1.0,
+        "data.noise_lowpass_hz": _is_range(cfg.data.noise_lowpass_hz)
+        and cfg.data.noise_lowpass_hz[0] > 0.0
+        and cfg.data.noise_lowpass_hz[1] < 8000.0,  # below 16 kHz audio's Nyquist
         "data.valid_holdout": 0.0 < cfg.data.valid_holdout < 1.0,
         "validation.mixing_items": cfg.validation.mixing_items >= 1,
         "validation.every_steps": cfg.validation.every_steps >= 0,

@@ -24,6 +24,11 @@ mix at a random SNR, then scale the pair to a random level. Decisions, documente
   low-frequency (DEMAND, vehicles, machines), so speech above a few kHz is often clean in the
   mixture: without this the noise files here are flatter than that, and a model trained on them
   learns to cut clean high-frequency speech.
+- Band-limited noise (with probability `noise_lowpass_probability`, default 0): the noise alone
+  is low-passed at a cutoff log-uniform in `noise_lowpass_hz`, falling 48 dB per octave above it
+  (`lowpass_gains`), before the SNR is set. Much recorded noise (cars, ventilation, wind, the
+  DEMAND recordings of VoiceBank+DEMAND) leaves the speech above a few hundred Hz clean; a model
+  that never hears that learns to gate quiet speech wherever there is noise at all.
 - Noiseless items (with probability `noiseless_probability`, default 0): the mixture is the
   speech alone (reverberant when reverberated), so the model learns to pass clean input.
 - Level: noisy and clean are scaled alike so the mixture RMS is uniform in `level_dbfs`
@@ -66,6 +71,10 @@ EQ_RANGE_HZ = (100.0, 7000.0)
 TILT_PIVOT_HZ = 1000.0
 NOISE_TILT_RANGE = (-9.0, 3.0)
 """Default range of the noise's spectral tilt, dB per octave."""
+NOISE_LOWPASS_RANGE_HZ = (100.0, 2000.0)
+"""Default range of the band-limited noise's cutoff, Hz."""
+LOWPASS_DB_PER_OCTAVE = 48.0
+LOWPASS_FLOOR_DB = -90.0
 
 
 def eq_filter(gains_db: Sequence[float], taps: int = EQ_TAPS) -> np.ndarray:
@@ -87,6 +96,21 @@ def tilt_gains(slope_db_per_octave: float) -> tuple[float, ...]:
     """EQ gains (`eq_filter`) of a spectral tilt: slope * log2(f / TILT_PIVOT_HZ) at the bands."""
     centres = np.geomspace(*EQ_RANGE_HZ, num=EQ_BANDS)
     return tuple(float(g) for g in slope_db_per_octave * np.log2(centres / TILT_PIVOT_HZ))
+
+
+def lowpass_gains(cutoff_hz: float, n: int) -> np.ndarray:
+    """rFFT gains (n // 2 + 1,) of the noise low-pass: 1 up to `cutoff_hz`, then falling
+    LOWPASS_DB_PER_OCTAVE per octave down to LOWPASS_FLOOR_DB."""
+    freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+    octaves = np.log2(np.maximum(freqs, 1.0) / cutoff_hz)
+    db = np.maximum(-LOWPASS_DB_PER_OCTAVE * np.maximum(octaves, 0.0), LOWPASS_FLOOR_DB)
+    return 10 ** (db / 20)
+
+
+def _lowpassed(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """x low-passed by `lowpass_gains` (zero phase, over the whole segment), float32."""
+    spectrum = np.fft.rfft(x.astype(np.float64)) * lowpass_gains(cutoff_hz, x.shape[0])
+    return np.fft.irfft(spectrum, x.shape[0]).astype(np.float32)
 
 
 def _filtered(x: np.ndarray, gains_db: Sequence[float]) -> np.ndarray:
@@ -154,6 +178,8 @@ class MixParams:
     """Spectral tilt of the noise alone, dB per octave (see `tilt_gains`); None: as recorded."""
     noiseless: bool = False
     """The mixture is the speech alone."""
+    noise_lowpass_hz: float | None = None
+    """Cutoff of the noise's low-pass (see `lowpass_gains`); None: full band."""
 
 
 class _MixingBase(Dataset):
@@ -175,10 +201,13 @@ class _MixingBase(Dataset):
         noise_tilt_probability: float = 0.0,
         noise_tilt_db_per_octave: tuple[float, float] = NOISE_TILT_RANGE,
         noiseless_probability: float = 0.0,
+        noise_lowpass_probability: float = 0.0,
+        noise_lowpass_hz: tuple[float, float] = NOISE_LOWPASS_RANGE_HZ,
     ):
         """The mixing settings (keywords, shared by both sets and given to them as `**mix`):
         SNR range in dB on active speech, RIR probability, level range in dBFS, EQ probability
-        and depth in dB, noise tilt probability and range in dB/octave, noise-free probability.
+        and depth in dB, noise tilt probability and range in dB/octave, noise-free probability,
+        noise low-pass probability and cutoff range in Hz.
         """
         self.speech_scan = scan_audio_files(speech_files, "speech")
         self.noise_scan = scan_audio_files(noise_files, "noise")
@@ -189,7 +218,8 @@ class _MixingBase(Dataset):
         if rir_files and not self.rir_scan.files:
             raise DataError(f"RIR files given but none usable: {self.rir_scan.summary()}")
         ranges = (("snr_db", snr_db), ("level_dbfs", level_dbfs),
-                  ("noise_tilt_db_per_octave", noise_tilt_db_per_octave))  # fmt: skip
+                  ("noise_tilt_db_per_octave", noise_tilt_db_per_octave),
+                  ("noise_lowpass_hz", noise_lowpass_hz))  # fmt: skip
         for name, (lo, hi) in ranges:
             if not lo <= hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
@@ -200,12 +230,18 @@ class _MixingBase(Dataset):
                              f"{eq_probability}, {eq_db}")  # fmt: skip
         self.eq_probability, self.eq_db = float(eq_probability), float(eq_db)
         for name, value in (("noise_tilt_probability", noise_tilt_probability),
-                            ("noiseless_probability", noiseless_probability)):  # fmt: skip
+                            ("noiseless_probability", noiseless_probability),
+                            ("noise_lowpass_probability", noise_lowpass_probability)):  # fmt: skip
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.noise_tilt_probability = float(noise_tilt_probability)
         self.noise_tilt_db_per_octave = tuple(float(v) for v in noise_tilt_db_per_octave)
         self.noiseless_probability = float(noiseless_probability)
+        if not (noise_lowpass_hz[0] > 0.0 and noise_lowpass_hz[1] < SAMPLE_RATE / 2):
+            raise ValueError(f"noise_lowpass_hz must lie in (0, {SAMPLE_RATE // 2}) Hz, "
+                             f"got {tuple(noise_lowpass_hz)}")  # fmt: skip
+        self.noise_lowpass_probability = float(noise_lowpass_probability)
+        self.noise_lowpass_hz = tuple(float(v) for v in noise_lowpass_hz)
         self.segment = seconds_to_samples(segment_seconds, "segment_seconds")
         self.snr_db, self.level_dbfs = tuple(snr_db), tuple(level_dbfs)
         self.rir_probability = float(rir_probability) if self.rir_scan.files else 0.0
@@ -238,8 +274,14 @@ class _MixingBase(Dataset):
             tilt = slope if use_tilt else None
         p_clean = self.noiseless_probability
         noiseless = bool(p_clean > 0 and rng.random() < p_clean)
+        lowpass = None
+        if self.noise_lowpass_probability > 0:
+            use_lowpass = rng.random() < self.noise_lowpass_probability
+            log_lo, log_hi = np.log(self.noise_lowpass_hz)
+            cutoff = float(np.exp(rng.uniform(log_lo, log_hi)))
+            lowpass = cutoff if use_lowpass else None
         return MixParams(
-            speech, speech_start, noise, noise_start, rir, snr, level, eq, tilt, noiseless
+            speech, speech_start, noise, noise_start, rir, snr, level, eq, tilt, noiseless, lowpass
         )
 
     def _noise(self, p: MixParams) -> np.ndarray:
@@ -265,6 +307,8 @@ class _MixingBase(Dataset):
             noise = self._noise(p)
             if p.noise_tilt is not None:
                 noise = _filtered(noise, tilt_gains(p.noise_tilt))
+            if p.noise_lowpass_hz is not None:
+                noise = _lowpassed(noise, p.noise_lowpass_hz)
             noisy = mixed + np.float32(_noise_gain(mixed, noise, p.snr_db)) * noise
         if p.eq_db is not None:
             noisy, target = _filtered(noisy, p.eq_db), _filtered(target, p.eq_db)
@@ -295,6 +339,9 @@ class _MixingBase(Dataset):
             extras += f", noise tilt p={self.noise_tilt_probability:.2f} {tilt}"
         if self.noiseless_probability:
             extras += f", noiseless p={self.noiseless_probability:.2f}"
+        if self.noise_lowpass_probability:
+            lo, hi = self.noise_lowpass_hz
+            extras += f", noise low-pass p={self.noise_lowpass_probability:.2f} at {lo:g}-{hi:g} Hz"
         return (
             f"{self.segment / SAMPLE_RATE:.2f} s, SNR U{self.snr_db} dB on active speech, "
             f"level U{self.level_dbfs} dBFS, {reverb}{extras}, seed {self.seed}"

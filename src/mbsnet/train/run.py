@@ -138,6 +138,8 @@ def _mixing_recipe(cfg: TrainConfig) -> dict[str, Any]:
         noise_tilt_probability=d.noise_tilt_probability,
         noise_tilt_db_per_octave=tuple(d.noise_tilt_db_per_octave),
         noiseless_probability=d.noiseless_probability,
+        noise_lowpass_probability=d.noise_lowpass_probability,
+        noise_lowpass_hz=tuple(d.noise_lowpass_hz),
     )  # fmt: skip
 
 
