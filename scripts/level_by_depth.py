@@ -19,9 +19,11 @@ import itertools
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-RATE = 16000
+from mbsnet import SAMPLE_RATE
+from mbsnet.audio import AudioError, read_audio
+
+RATE = SAMPLE_RATE
 FRAME, HOP = 512, 256
 BAND_HZ = (300.0, 4000.0)
 DEPTH_BINS_DB = (0.0, 10.0, 20.0, 30.0, 40.0, 60.0)
@@ -38,11 +40,16 @@ def band_energy_db(x: np.ndarray) -> np.ndarray:
     return 10 * np.log10(power[:, band].sum(-1) + 1e-12)
 
 
-def depth_and_change(clean: np.ndarray, processed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(depth below the loudest clean frame, processed - clean level) per frame, dB."""
-    n = min(clean.size, processed.size)
-    ref, out = band_energy_db(clean[:n]), band_energy_db(processed[:n])
-    return ref.max() - ref, out - ref
+def _mono(path: Path) -> np.ndarray:
+    """The file's samples (float64), refused in one line unless mono at RATE."""
+    try:
+        x, info = read_audio(path)
+    except AudioError as err:
+        raise SystemExit(str(err)) from err
+    if info.channels != 1 or info.samplerate != RATE:
+        raise SystemExit(f"{path}: need mono {RATE} Hz audio, got {info.channels} channel(s) "
+                         f"at {info.samplerate} Hz")  # fmt: skip
+    return x[0].astype(np.float64)
 
 
 def table(clean_dir: Path, systems: dict[str, Path]) -> list[tuple[str, int, list[float]]]:
@@ -54,17 +61,20 @@ def table(clean_dir: Path, systems: dict[str, Path]) -> list[tuple[str, int, lis
     depth: list[np.ndarray] = []
     change: dict[str, list[np.ndarray]] = {s: [] for s in systems}
     for name in names:
-        clean = sf.read(clean_dir / name, dtype="float64")[0]
-        for i, (system, folder) in enumerate(systems.items()):
-            d, c = depth_and_change(clean, sf.read(folder / name, dtype="float64")[0])
-            if i == 0:
-                depth.append(d)
-            change[system].append(c)
+        clean = _mono(clean_dir / name)
+        ref = band_energy_db(clean)
+        depth.append(ref.max() - ref)
+        for system, folder in systems.items():
+            # the clean file's length rules: a longer output is cut, a shorter one padded silent
+            out = _mono(folder / name)[: clean.size]
+            out = np.pad(out, (0, clean.size - out.size))
+            change[system].append(band_energy_db(out) - ref)
     all_depth = np.concatenate(depth)
+    all_change = {s: np.concatenate(c) for s, c in change.items()}
     rows = []
     for lo, hi in itertools.pairwise(DEPTH_BINS_DB):
         sel = (all_depth >= lo) & (all_depth < hi)
-        means = [float(np.concatenate(change[s])[sel].mean()) if sel.any() else float("nan")
+        means = [float(all_change[s][sel].mean()) if sel.any() else float("nan")
                  for s in systems]  # fmt: skip
         rows.append((f"{lo:g}-{hi:g}", int(sel.sum()), means))
     return rows

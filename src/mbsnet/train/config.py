@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mbsnet import SAMPLE_RATE
 from mbsnet.train._toml import ConfigError, check_type, parse_literal, toml_value
 
 SPEECH_SAMPLING = ("file", "duration")
@@ -317,7 +318,7 @@ def _validate(cfg: TrainConfig) -> None:
         "data.noise_lowpass_probability": 0.0 <= cfg.data.noise_lowpass_probability <= 1.0,
         "data.noise_lowpass_hz": _is_range(cfg.data.noise_lowpass_hz)
         and cfg.data.noise_lowpass_hz[0] > 0.0
-        and cfg.data.noise_lowpass_hz[1] < 8000.0,  # below 16 kHz audio's Nyquist
+        and cfg.data.noise_lowpass_hz[1] < SAMPLE_RATE / 2,
         "data.valid_holdout": 0.0 < cfg.data.valid_holdout < 1.0,
         "validation.mixing_items": cfg.validation.mixing_items >= 1,
         "validation.every_steps": cfg.validation.every_steps >= 0,
