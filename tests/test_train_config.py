@@ -72,6 +72,7 @@ def test_partial_file_takes_defaults():
         ('[train]\namp = "fp16"', "train.amp: 'fp16' is not one of off, bf16"),
         ("[train]\nbatch_size = 0", "train.batch_size: invalid"),
         ("[data]\nsnr_db = [10.0, 0.0]", "data.snr_db: invalid"),
+        ("[data]\nnoise_focus_probability = 0.2", "data.noise_focus_probability: invalid"),
         ('[model]\narch = "unet"', "model.arch: unknown architecture"),
         ('[model]\narch = "bsrnn"', "model.preset"),
         ("[model.params]\nwidth = 3", "model.params: not fields of mbsnet: width"),

@@ -560,6 +560,32 @@ def test_noise_lowpass_band_limits_the_noise_alone_and_leaves_other_mixtures(mix
                        noise_lowpass_hz=(100.0, 9000.0))  # fmt: skip
 
 
+def test_noise_focus_draws_matching_noise_and_leaves_other_choices(mix_files):
+    speech, noise = mix_files["speech"], mix_files["noise"]
+    plain = MixingTrainSet(speech, noise, seed=4, segment_seconds=1.0)
+    focused = MixingTrainSet(speech, noise, seed=4, segment_seconds=1.0,
+                             noise_focus_glob="short*", noise_focus_probability=1.0)  # fmt: skip
+    half = MixingTrainSet(speech, noise, seed=4, segment_seconds=1.0,
+                          noise_focus_glob="short*", noise_focus_probability=0.5)  # fmt: skip
+    picked = []
+    for epoch in range(8):
+        for ds in (plain, focused, half):
+            ds.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b, c = plain.params(i), focused.params(i), half.params(i)
+            assert b.noise.path.name == "short.wav"
+            # every other choice is the plain set's
+            assert dataclasses.replace(b, noise=a.noise, noise_start=a.noise_start) == a
+            assert c in (a, dataclasses.replace(b, noise=c.noise, noise_start=c.noise_start))
+            picked.append(c != a)
+    assert 0.2 < np.mean(picked) < 0.8  # p = 0.5 (short.wav is also drawn plainly sometimes)
+    assert "noise from 1 files matching 'short*' p=1.00" in focused.describe()
+    assert "matching" not in plain.describe()
+    with pytest.raises(DataError, match="matches no training noise file"):
+        MixingTrainSet(speech, noise, seed=4, segment_seconds=1.0,
+                       noise_focus_glob="demand*", noise_focus_probability=0.2)  # fmt: skip
+
+
 def test_noiseless_items_are_the_speech_alone(mix_files):
     ds = MixingTrainSet(
         mix_files["speech"], mix_files["noise"], seed=5, segment_seconds=1.0,

@@ -115,6 +115,12 @@ class DataSection:
         default_factory=lambda: [100.0, 2000.0],
         metadata=_meta("mixing: range of that low-pass's cutoff [low, high], Hz (log-uniform)"),
     )
+    noise_focus_glob: str = _f(
+        "", "mixing, training only: file-name pattern (fnmatch) of noise to draw more often"
+    )
+    noise_focus_probability: float = _f(
+        0.0, "mixing, training only: probability of drawing the noise from those files"
+    )
 
 
 @dataclass
@@ -319,6 +325,8 @@ def _validate(cfg: TrainConfig) -> None:
         "data.noise_lowpass_hz": _is_range(cfg.data.noise_lowpass_hz)
         and cfg.data.noise_lowpass_hz[0] > 0.0
         and cfg.data.noise_lowpass_hz[1] < SAMPLE_RATE / 2,
+        "data.noise_focus_probability": 0.0 <= cfg.data.noise_focus_probability <= 1.0
+        and (cfg.data.noise_focus_probability == 0.0 or cfg.data.noise_focus_glob != ""),
         "data.valid_holdout": 0.0 < cfg.data.valid_holdout < 1.0,
         "validation.mixing_items": cfg.validation.mixing_items >= 1,
         "validation.every_steps": cfg.validation.every_steps >= 0,

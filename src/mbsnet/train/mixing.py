@@ -29,6 +29,11 @@ mix at a random SNR, then scale the pair to a random level. Decisions, documente
   (`lowpass_gains`), before the SNR is set. Much recorded noise (cars, ventilation, wind, the
   DEMAND recordings of VoiceBank+DEMAND) leaves the speech above a few hundred Hz clean; a model
   that never hears that learns to gate quiet speech wherever there is noise at all.
+- Focus noise (training only, with probability `noise_focus_probability`, default 0): the
+  noise file is drawn from those whose name matches `noise_focus_glob` instead of from all, so
+  a few minutes of in-domain noise (the DEMAND noise of `vbd_train6`) are heard more often
+  than their share of files. Validation mixtures keep the uniform draw, so runs with and
+  without it are scored on the same mixtures.
 - Noiseless items (with probability `noiseless_probability`, default 0): the mixture is the
   speech alone (reverberant when reverberated), so the model learns to pass clean input.
 - Level: noisy and clean are scaled alike so the mixture RMS is uniform in `level_dbfs`
@@ -37,6 +42,8 @@ mix at a random SNR, then scale the pair to a random level. Decisions, documente
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,13 +254,15 @@ class _MixingBase(Dataset):
         self.rir_probability = float(rir_probability) if self.rir_scan.files else 0.0
         self.seed = non_negative(seed, "seed")
 
+    def _noise_room(self, noise: AudioFile) -> int:
+        """Last start sample of a noise cut; a file shorter than the segment is looped."""
+        return noise.length - self.segment if noise.length >= self.segment else noise.length - 1
+
     def _draw(self, rng: np.random.Generator, speech: AudioFile) -> MixParams:
         """All random choices, drawn in a fixed order whatever the branch taken."""
         speech_start = int(rng.integers(0, max(speech.length - self.segment, 0) + 1))
         noise = self.noise_scan.files[int(rng.integers(len(self.noise_scan.files)))]
-        # A noise file shorter than the segment is looped from a random offset.
-        room = noise.length - self.segment if noise.length >= self.segment else noise.length - 1
-        noise_start = int(rng.integers(0, room + 1))
+        noise_start = int(rng.integers(0, self._noise_room(noise) + 1))
         use_rir = rng.random() < self.rir_probability
         rirs = self.rir_scan.files or [None]
         rir_index = int(rng.integers(len(rirs)))  # drawn even when unused: later draws stay put
@@ -378,9 +387,22 @@ class MixingTrainSet(_MixingBase):
         segment_seconds: float = 2.0,
         seed: int = 0,
         speech_sampling: str = "file",
+        noise_focus_glob: str = "",
+        noise_focus_probability: float = 0.0,
         **mix: Any,
     ):
         super().__init__(speech_files, noise_files, rir_files, segment_seconds, seed, **mix)
+        if not 0.0 <= noise_focus_probability <= 1.0:
+            raise ValueError(
+                f"noise_focus_probability must be in [0, 1], got {noise_focus_probability}"
+            )
+        self.noise_focus_probability = float(noise_focus_probability)
+        self.noise_focus_glob = noise_focus_glob
+        self._focus = [f for f in self.noise_scan.files
+                       if fnmatch.fnmatch(f.path.name, noise_focus_glob)]  # fmt: skip
+        if self.noise_focus_probability > 0 and not self._focus:
+            raise DataError(f"noise_focus_glob {noise_focus_glob!r} matches no training "
+                            f"noise file")  # fmt: skip
         if speech_sampling not in SPEECH_SAMPLING:
             raise ValueError(
                 f"speech_sampling must be one of {', '.join(SPEECH_SAMPLING)}, "
@@ -407,7 +429,14 @@ class MixingTrainSet(_MixingBase):
         epoch, index = check_key(key, len(self), self.epoch)
         rng = seeded_rng(_STREAM_MIX_TRAIN, self.seed, epoch, index)
         speech = self.speech_scan.files[int(np.searchsorted(self._ends, index, side="right"))]
-        return self._draw(rng, speech)
+        p = self._draw(rng, speech)
+        if self.noise_focus_probability > 0:  # drawn last and only when on: see _draw
+            use_focus = rng.random() < self.noise_focus_probability
+            noise = self._focus[int(rng.integers(len(self._focus)))]
+            start = int(rng.integers(0, self._noise_room(noise) + 1))
+            if use_focus:
+                p = dataclasses.replace(p, noise=noise, noise_start=start)
+        return p
 
     def __getitem__(self, key: int | tuple[int, int]) -> Item:
         return self._item(self.params(key))
@@ -416,9 +445,13 @@ class MixingTrainSet(_MixingBase):
         """One line for the log: size and mixing settings."""
         n_files = len(self.speech_scan.files)
         per = "speech file" if self.speech_sampling == "file" else "segment of speech"
+        focus = ""
+        if self.noise_focus_probability:
+            focus = (f", noise from {len(self._focus)} files matching {self.noise_focus_glob!r} "
+                     f"p={self.noise_focus_probability:.2f}")  # fmt: skip
         return (
             f"mixing train: {len(self)} mixtures per epoch (one per {per}, {n_files} files), "
-            f"{self._settings()}"
+            f"{self._settings()}{focus}"
         )
 
 

@@ -152,7 +152,8 @@ def _mixing_datasets(cfg: TrainConfig) -> tuple[Any, Any]:
     (speech, valid_speech), (noise, valid_noise) = files["speech"], files["noise"]
     train = MixingTrainSet(
         speech, noise, rirs, d.segment_seconds, seed=cfg.train.seed,
-        speech_sampling=d.speech_sampling, **mix,
+        speech_sampling=d.speech_sampling, noise_focus_glob=d.noise_focus_glob,
+        noise_focus_probability=d.noise_focus_probability, **mix,
     )  # fmt: skip
     valid = MixingValidationSet(
         valid_speech, valid_noise, rirs, v.cut_seconds, n_items=v.mixing_items,
