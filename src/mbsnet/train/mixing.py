@@ -42,11 +42,10 @@ mix at a random SNR, then scale the pair to a random level. Decisions, documente
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -435,7 +434,7 @@ class MixingTrainSet(_MixingBase):
             noise = self._focus[int(rng.integers(len(self._focus)))]
             start = int(rng.integers(0, self._noise_room(noise) + 1))
             if use_focus:
-                p = dataclasses.replace(p, noise=noise, noise_start=start)
+                p = replace(p, noise=noise, noise_start=start)
         return p
 
     def __getitem__(self, key: int | tuple[int, int]) -> Item:
