@@ -167,6 +167,7 @@ def test_plots_without_matplotlib_is_one_line(short_dir, tmp_path, monkeypatch):
         (("--test-dir", "t", "--noisy", "--max-seconds", "5"), "--max-seconds applies to"),
         (("--test-dir", "t", "--noisy", "--enhanced-dir", "e"), "give one of"),
         (("--test-dir", "missing"), "test folder not found: missing"),
+        (("--test-dir", "t", "--noisy", "--worse-by", "0.2"), "--worse-by applies with --baseline"),
     ],
 )
 def test_usage_errors(tmp_path, args, message):
@@ -219,3 +220,33 @@ def test_torchrun_two_processes_match_single_process(short_dir, noisy_run, tmp_p
     assert merged["count"] == 5 and merged["failed"] == dict.fromkeys(METRICS, 1)
     assert merged["mean"] == pytest.approx(single["mean"], abs=1e-9)
     assert sorted(p.name for p in out.iterdir()) == ["per_file.csv", "summary.json"]
+
+
+def test_baseline_counts_files_made_worse(shared_data, noisy_run, tmp_path):
+    test_dir = copy_pairs(shared_data, tmp_path / "set", SHORT, enhanced=True)
+    out = tmp_path / "out"
+    result = run("--test-dir", test_dir, "--enhanced-dir", test_dir / "enhanced", "--out", out,
+                 "--baseline", noisy_run, "--worse-by", 0.0, "--workers", 0, "--quiet")
+    assert result.exit_code == 0, result.output
+    content = json.loads((out / "vs_baseline.json").read_text())
+    before = {row["file"]: row for row in read_csv(noisy_run / "per_file.csv")}
+    after = {row["file"]: row for row in read_csv(out / "per_file.csv")}
+    for name in METRICS:
+        deltas = [float(after[f][name]) - float(before[f][name]) for f in before]
+        got = content["metrics"][name]
+        assert got["files"] == len(SHORT) and got["lower"] == sum(d < 0 for d in deltas)
+        assert got["mean_delta"] == pytest.approx(np.mean(deltas), abs=1e-5)
+    pesq_drops = sorted(f for f in before if float(after[f]["pesq"]) < float(before[f]["pesq"]))
+    assert sorted(w["file"] for w in content["pesq_worse_by_more_than_margin"]) == pesq_drops
+    assert f"against {noisy_run}:" in result.output
+    assert "PESQ lower by more than 0:" in result.output
+
+
+def test_bad_baseline_fails_before_scoring(short_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,score\n")
+    out = tmp_path / "out"
+    result = run("--test-dir", short_dir, "--noisy", "--out", out, "--baseline", bad, "--quiet")
+    assert result.exit_code == 1
+    assert f"{bad}: not a per-file report of mbsnet eval" in result.output
+    assert not out.exists()

@@ -312,9 +312,12 @@ def _eval_log_errors(message: str) -> None:
 
 
 def _eval_finish(
-    report, pair_set, source, out: Path, resample: bool, plots: bool, shown: list[str]
+    report, pair_set, source, out: Path, resample: bool, plots: bool, shown: list[str],
+    baseline: tuple[Path, dict] | None, worse_by: float,
 ) -> None:
-    """Rank 0: write the report, plots and the terminal table; `shown`: warnings printed."""
+    """Rank 0: write the report, plots, the terminal table and the comparison with `baseline`
+    (its path and rows); `shown`: warnings printed."""
+    from mbsnet.eval.compare import comparison_json, format_comparison, write_comparison
     from mbsnet.eval.pipeline import prepare_pair
     from mbsnet.eval.report import format_table, plot_extremes, summarize, write_report
 
@@ -329,6 +332,10 @@ def _eval_finish(
 
         plot_extremes(report, out, load)
     click.echo(format_table(summarize(report)))
+    if baseline is not None:
+        content = comparison_json(report, baseline[1], str(baseline[0]), worse_by)
+        write_comparison(content, out)
+        click.echo(format_comparison(content))
     counts = {status: 0 for status in ("ok", "partial", "failed")}
     for row in report.rows:
         counts[row.status] += 1
@@ -374,12 +381,22 @@ def _eval_finish(
 @_DEVICE_OPTION
 @_THREADS_OPTION
 @click.option("--plots", is_flag=True, help="Spectrograms of the worst and best files by PESQ.")
+@click.option(
+    "--baseline", type=click.Path(path_type=Path),
+    help="An earlier report (its OUT folder or per_file.csv, e.g. of --noisy): count per metric "
+    "the files scored lower than there, into vs_baseline.json.",
+)
+@click.option(
+    "--worse-by", type=click.FloatRange(min=0.0),
+    help="With --baseline: list the files whose PESQ falls by more than this (default 0.1).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
     test_dir: Path | None, noisy_dir: Path | None, clean_dir: Path | None,
     checkpoint: Path | None, onnx: Path | None, enhanced_dir: Path | None, score_noisy: bool,
     out: Path, workers: int | None, extended: bool, resample: bool, max_seconds: float | None,
-    device: str, threads: int | None, plots: bool, quiet: bool,
+    device: str, threads: int | None, plots: bool, baseline: Path | None,
+    worse_by: float | None, quiet: bool,
 ) -> None:
     """Score a test set the way papers do: PESQ (wb), CSIG, CBAK, COVL, SSNR, STOI.
 
@@ -398,6 +415,7 @@ def eval_command(
     from datetime import timedelta
 
     from mbsnet import distrib
+    from mbsnet.eval.compare import BaselineError, load_baseline
     from mbsnet.eval.pipeline import evaluate
     from mbsnet.eval.report import ReportError, merge_reports, require_matplotlib
 
@@ -412,6 +430,12 @@ def eval_command(
         raise click.ClickException(str(error)) from None
     if enhanced_dir is not None and not enhanced_dir.is_dir():
         raise click.ClickException(f"enhanced folder not found: {enhanced_dir}")
+    if worse_by is not None and baseline is None:
+        raise click.UsageError("--worse-by applies with --baseline")
+    try:  # read before scoring: a bad baseline must not cost a finished evaluation
+        baseline_rows = None if baseline is None else (baseline, load_baseline(baseline))
+    except BaselineError as error:
+        raise click.ClickException(str(error)) from None
     pair_set = _eval_pairs(test_dir, noisy_dir, clean_dir)
     # Ranks finish their shards at different times; give the slowest two hours to catch up.
     rank, world = distrib.init_from_env(timeout=timedelta(hours=2))
@@ -431,7 +455,10 @@ def eval_command(
         )
         merged = merge_reports(distrib.all_gather(report))
         if rank == 0:
-            _eval_finish(merged, pair_set, source, out, resample, plots, report.warnings)
+            _eval_finish(
+                merged, pair_set, source, out, resample, plots, report.warnings, baseline_rows,
+                0.1 if worse_by is None else worse_by,
+            )
     finally:
         distrib.cleanup()
     if merged.failed_files():
