@@ -388,7 +388,8 @@ def _eval_finish(
 )
 @click.option(
     "--worse-by", type=click.FloatRange(min=0.0),
-    help="With --baseline: list the files whose PESQ falls by more than this (default 0.1).",
+    help="With --baseline: list the files whose PESQ falls by more than this (default 0.1, "
+    "the default model's per-file target).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
@@ -415,7 +416,7 @@ def eval_command(
     from datetime import timedelta
 
     from mbsnet import distrib
-    from mbsnet.eval.compare import BaselineError, load_baseline
+    from mbsnet.eval.compare import DEFAULT_WORSE_BY, BaselineError, load_baseline
     from mbsnet.eval.pipeline import evaluate
     from mbsnet.eval.report import ReportError, merge_reports, require_matplotlib
 
@@ -457,7 +458,7 @@ def eval_command(
         if rank == 0:
             _eval_finish(
                 merged, pair_set, source, out, resample, plots, report.warnings, baseline_rows,
-                0.1 if worse_by is None else worse_by,
+                DEFAULT_WORSE_BY if worse_by is None else worse_by,
             )
     finally:
         distrib.cleanup()

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from mbsnet.atomic import atomic_path
-from mbsnet.eval.report import EvalReport
+from mbsnet.eval.report import PER_FILE_CSV, EvalReport
 
-PER_FILE = "per_file.csv"
+DEFAULT_WORSE_BY = 0.1
+"""PESQ margin of the issue's per-file target: a file is made worse when it falls by more."""
 
 
 class BaselineError(Exception):
@@ -44,7 +45,7 @@ class MetricComparison:
 def baseline_csv(path: str | Path) -> Path:
     """The per_file.csv that `path` names: the file itself, or the one in a report folder."""
     path = Path(path)
-    return path / PER_FILE if path.is_dir() else path
+    return path / PER_FILE_CSV if path.is_dir() else path
 
 
 def load_baseline(path: str | Path) -> dict[str, dict[str, float]]:
@@ -80,16 +81,23 @@ def load_baseline(path: str | Path) -> dict[str, dict[str, float]]:
     return rows
 
 
+def _deltas(
+    report: EvalReport, baseline: dict[str, dict[str, float]], metric: str
+) -> dict[str, float]:
+    """file -> `metric` here minus in `baseline`, for the files with a finite value in both."""
+    deltas = {}
+    for row in report.rows:
+        here, there = row.values.get(metric), baseline.get(row.file, {}).get(metric)
+        if here is not None and there is not None and math.isfinite(here - there):
+            deltas[row.file] = here - there
+    return deltas
+
+
 def compare(report: EvalReport, baseline: dict[str, dict[str, float]]) -> list[MetricComparison]:
     """Each metric of `report` against `baseline`, over the files that have it in both."""
     out = []
     for metric in report.metrics:
-        deltas = {
-            row.file: row.values[metric] - baseline[row.file][metric]
-            for row in report.rows
-            if metric in row.values and metric in baseline.get(row.file, {})
-            and math.isfinite(row.values[metric]) and math.isfinite(baseline[row.file][metric])
-        }
+        deltas = _deltas(report, baseline, metric)
         if not deltas:
             continue
         worst = min(deltas, key=lambda name: (deltas[name], name))
@@ -106,12 +114,7 @@ def pesq_worse_by(
 ) -> list[tuple[str, float]]:
     """(file, PESQ delta) of the files whose PESQ is below the baseline's by more than
     `margin`, worst first."""
-    worse = [
-        (row.file, row.values["pesq"] - baseline[row.file]["pesq"])
-        for row in report.rows
-        if "pesq" in row.values and "pesq" in baseline.get(row.file, {})
-        and row.values["pesq"] - baseline[row.file]["pesq"] < -margin
-    ]
+    worse = [item for item in _deltas(report, baseline, "pesq").items() if item[1] < -margin]
     return sorted(worse, key=lambda item: (item[1], item[0]))
 
 

@@ -24,6 +24,7 @@ from mbsnet import SAMPLE_RATE
 from mbsnet.atomic import atomic_path
 
 OK, PARTIAL, FAILED = "ok", "partial", "failed"
+PER_FILE_CSV = "per_file.csv"
 
 
 class ReportError(Exception):
@@ -157,7 +158,7 @@ def write_report(report: EvalReport, out_dir: str | Path) -> dict[str, Path]:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"per_file": out_dir / "per_file.csv", "summary": out_dir / "summary.json"}
+    paths = {"per_file": out_dir / PER_FILE_CSV, "summary": out_dir / "summary.json"}
     _write_text(paths["per_file"], per_file_csv(report))
     _write_text(paths["summary"], json.dumps(summarize(report), indent=2) + "\n")
     return paths
